@@ -200,9 +200,8 @@ class _Registry:
         for n in names:
             if n != "auto" and n not in known:
                 raise UnknownBackendError(_unknown_message(n, source, known, self._broken))
-        infos = {n: self.probe(n) for n in known}
         if len(names) == 1 and names[0] != "auto":
-            info = infos[names[0]]
+            info = self.probe(names[0])  # probe only what was named: no heavy imports for the rest
             if not info.available:
                 raise BackendUnavailableError(
                     f"backend {info.name!r} ({source}) is installed but unavailable: {info.reason}. "
@@ -212,17 +211,17 @@ class _Registry:
         tried = []
         for n in names:
             if n == "auto":
-                best = sorted((i for i in infos.values() if i.available), key=lambda i: -i.spec.priority)
+                best = sorted((i for i in map(self.probe, known) if i.available), key=lambda i: -i.spec.priority)
                 if best:
                     why = "automatic: highest-priority available backend" if source == "automatic" \
                         else f"{source} {request!r}: 'auto' picked the highest-priority available backend"
                     return best[0].name, why
                 tried.append("auto: no backend is available")
                 continue
-            if infos[n].available:
+            if self.probe(n).available:
                 skipped = f" ({'; '.join(tried)})" if tried else ""
                 return n, f"{source} {request!r}: first available{skipped}"
-            tried.append(f"{n} unavailable: {infos[n].reason}")
+            tried.append(f"{n} unavailable: {self.probe(n).reason}")
         raise BackendUnavailableError(f"no backend of {request!r} ({source}) is available: " + "; ".join(tried))
 
     def instance(self, name: str):

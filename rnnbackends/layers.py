@@ -1,0 +1,361 @@
+"""Layers with explicit forward and backward passes (the lecture's style), written once against ``backend.xp``.
+
+Every layer keeps ``params`` and ``grads`` (dicts of arrays of the backend's array module); ``forward`` caches
+what ``backward`` needs, and ``backward`` overwrites ``grads`` and returns the gradient for the layer's input.
+Sequences are time-major: X (T, B, D) with ``lengths`` (B,) on the host; steps t >= lengths[b] are padding.
+Randomness (initial weights, dropout masks) comes from host NumPy Generators, so a seed gives the same run on
+every backend.
+"""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from . import registry
+from .initializers import initialize
+
+
+def resolve_backend(backend=None):
+    """A backend handle from a handle, a name, or None (the selected backend)."""
+    return backend if hasattr(backend, "forward_sequence") else registry.get_backend(backend)
+
+
+def array_module(array):
+    """The array module (numpy or the backend's) that ``array`` belongs to."""
+    if isinstance(array, np.ndarray):
+        return np
+    return importlib.import_module(type(array).__module__.split(".")[0])
+
+
+def to_host(array):
+    """A host NumPy copy of an array of any backend."""
+    return np.asarray(array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else array)
+
+
+def full_lengths(lengths, T, B):
+    """``lengths`` as a host int64 array (B,); all T when None."""
+    return np.full(B, T, dtype=np.int64) if lengths is None else np.asarray(to_host(lengths), dtype=np.int64)
+
+
+def valid_steps(xp, lengths, T, B):
+    """(T, B) bool array of ``xp``: True where step t is inside row b's sequence."""
+    return xp.asarray(np.arange(T)[:, None] < full_lengths(lengths, T, B)[None, :])
+
+
+def reverse_index(lengths, T, B):
+    """(T, B) host int: step t of row b read backwards within its length (L-1-t), padding steps left in place."""
+    steps = np.arange(T)[:, None]
+    lengths = full_lengths(lengths, T, B)[None, :]
+    return np.where(steps < lengths, lengths - 1 - steps, steps)
+
+
+class Layer:
+    """Base class: the backend, the compute dtype, named parameters and their gradients."""
+
+    def __init__(self, backend=None, dtype="float32"):
+        self.backend = resolve_backend(backend)
+        self.xp = self.backend.xp
+        self.dtype = np.dtype(dtype)
+        self.params, self.grads = {}, {}
+        self.training = True
+
+    def add_param(self, name, host_array):
+        """Register a trainable array (copied to the backend in the layer's dtype) and its zero gradient."""
+        self.params[name] = self.xp.asarray(np.asarray(host_array, dtype=self.dtype))
+        self.grads[name] = self.xp.zeros_like(self.params[name])
+
+
+class OneHot(Layer):
+    """The lecture's word encoding: ids (T, B) -> X (T, B, V) with a single 1 at the word's index (padding -> 0)."""
+
+    def __init__(self, vocab_size, padding_idx=0, backend=None, dtype="float32"):
+        super().__init__(backend, dtype)
+        self.vocab_size, self.padding_idx = vocab_size, padding_idx
+        table = np.eye(vocab_size)
+        if padding_idx is not None:
+            table[padding_idx] = 0.0
+        self.table = self.xp.asarray(table.astype(self.dtype))     # (V, V)
+
+    def forward(self, ids):
+        """ids (T, B) int -> X (T, B, V)."""
+        return self.table[self.xp.asarray(ids)]
+
+    def backward(self, d_x):
+        """Word ids are discrete: nothing flows back."""
+        return None
+
+
+class Embedding(Layer):
+    """Trainable word vectors: ids (T, B) -> X (T, B, D) = weight[ids]; the ``padding_idx`` row stays zero."""
+
+    def __init__(self, vocab_size, embed_dim, padding_idx=0, rng=None, backend=None, dtype="float32"):
+        super().__init__(backend, dtype)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.vocab_size, self.embed_dim, self.padding_idx = vocab_size, embed_dim, padding_idx
+        weight = rng.normal(0.0, 0.1, size=(vocab_size, embed_dim))  # (V, D)
+        if padding_idx is not None:
+            weight[padding_idx] = 0.0
+        self.add_param("weight", weight)
+
+    def forward(self, ids):
+        """ids (T, B) int -> X (T, B, D)."""
+        self.ids = self.xp.asarray(ids)
+        return self.params["weight"][self.ids]
+
+    def backward(self, d_x):
+        """dL/dweight[v] = Σ over positions holding word v of dL/dX_t; ids get no gradient."""
+        grad = self.xp.zeros_like(self.params["weight"])              # (V, D)
+        self.xp.add.at(grad, self.ids.ravel(), d_x.reshape(-1, self.embed_dim))
+        if self.padding_idx is not None:
+            grad[self.padding_idx] = 0.0
+        self.grads["weight"] = grad
+        return None
+
+    def load_vectors(self, path, vocabulary):
+        """Copy pretrained vectors (GloVe or word2vec text format) into the rows of words in ``vocabulary``.
+
+        Returns how many vocabulary words were found. Lines are ``word v1 v2 ... vD``; a word2vec header line
+        ``count dim`` is skipped. Words missing from the file keep their initial vectors.
+        """
+        weight = to_host(self.params["weight"]).copy()
+        found = 0
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, 1):
+                fields = line.rstrip("\n").rstrip().split(" ")
+                if number == 1 and len(fields) == 2 and all(x.isdigit() for x in fields):
+                    continue                                            # word2vec header
+                if len(fields) != self.embed_dim + 1:
+                    raise ValueError(f"{path}:{number}: expected a word and {self.embed_dim} numbers "
+                                     f"(embed_dim), got {len(fields) - 1} numbers")
+                index = vocabulary.index.get(fields[0])
+                if index is None or index == self.padding_idx:
+                    continue
+                try:
+                    weight[index] = [float(x) for x in fields[1:]]
+                except ValueError:
+                    raise ValueError(f"{path}:{number}: the vector of {fields[0]!r} is not all numbers") from None
+                found += 1
+        self.params["weight"] = self.xp.asarray(weight.astype(self.dtype))
+        return found
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each entry with probability ``rate`` and scale the rest by 1/(1-rate)."""
+
+    def __init__(self, rate, rng=None, backend=None, dtype="float32"):
+        super().__init__(backend, dtype)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate = rate
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+
+    def forward(self, x):
+        """x (...) -> x ⊙ mask / (1 - rate) in training, x in evaluation."""
+        if not self.training or self.rate == 0.0:
+            self.mask = None
+            return x
+        keep = self.rng.random(x.shape) >= self.rate
+        self.mask = self.xp.asarray((keep / (1.0 - self.rate)).astype(x.dtype))
+        return x * self.mask
+
+    def backward(self, d_y):
+        """dL/dx = dL/dy ⊙ mask."""
+        return d_y if self.mask is None else d_y * self.mask
+
+
+class RNN(Layer):
+    """The lecture's simple RNN, A_t = g(X_t·W_X + A_{t-1}·W_A + b_A), stacked and optionally bidirectional.
+
+    X (T, B, D) -> A (T, B, H·dirs) with ``return_sequences`` else the final states (B, H·dirs); ``a0`` and
+    ``self.a_n`` are (layers·dirs, B, H) as in PyTorch. The reverse direction reads each sequence backwards
+    within its own length. PyTorch names: weight_ih_l{k} = w_x.T, weight_hh_l{k} = w_a.T, bias_ih + bias_hh = b_a.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, nonlinearity="tanh",
+                 dropout=0.0, return_sequences=True, init="uniform", recurrent_init="uniform", rng=None,
+                 backend=None, dtype="float32"):
+        super().__init__(backend, dtype)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.directions = 2 if bidirectional else 1
+        self.nonlinearity, self.return_sequences = nonlinearity, return_sequences
+        self.dropouts = [Dropout(dropout, rng, self.backend, dtype) for _ in range(num_layers - 1)]
+        H = hidden_size
+        for layer in range(num_layers):
+            D = input_size if layer == 0 else H * self.directions
+            for direction in range(self.directions):
+                key = self.key(layer, direction)
+                self.add_param(f"w_x_{key}", initialize(init, (D, H), H, rng))              # W_X (D, H)
+                self.add_param(f"w_a_{key}", initialize(recurrent_init, (H, H), H, rng))    # W_A (H, H)
+                self.add_param(f"b_a_{key}", initialize("uniform", (H,), H, rng))           # b_A (H,)
+
+    @staticmethod
+    def key(layer, direction):
+        """Parameter suffix of one layer and direction, PyTorch style: l0, l0_reverse, l1, ..."""
+        return f"l{layer}" + ("_reverse" if direction else "")
+
+    def forward(self, x, lengths=None, a0=None):
+        """X (T, B, D), lengths (B,), a0 (layers·dirs, B, H) or None -> A (T, B, H·dirs) or (B, H·dirs)."""
+        xp, H = self.xp, self.hidden_size
+        T, B, _ = x.shape
+        self.shape = (T, B)
+        self.lengths = None if lengths is None or bool((full_lengths(lengths, T, B) == T).all()) \
+            else full_lengths(lengths, T, B)
+        self.rows = xp.asarray(np.arange(B)[None, :])                              # (1, B)
+        self.reverse = xp.asarray(reverse_index(self.lengths, T, B))               # (T, B)
+        for dropout in self.dropouts:
+            dropout.training = self.training
+        self.saved, a_n = [], []
+        layer_input = x                                                             # (T, B, D)
+        for layer in range(self.num_layers):
+            if layer > 0:
+                layer_input = self.dropouts[layer - 1].forward(layer_input)
+            outputs = []
+            for direction in range(self.directions):
+                key, i = self.key(layer, direction), layer * self.directions + direction
+                x_dir = layer_input if direction == 0 else layer_input[self.reverse, self.rows]
+                a0_dir = xp.zeros((B, H), dtype=x.dtype) if a0 is None else a0[i]
+                a, last, saved = self.backend.forward_sequence(
+                    x_dir, a0_dir, self.params[f"w_x_{key}"], self.params[f"w_a_{key}"],
+                    self.params[f"b_a_{key}"], lengths=self.lengths, nonlinearity=self.nonlinearity)
+                outputs.append(a if direction == 0 else a[self.reverse, self.rows])  # back to reading order
+                self.saved.append(saved)
+                a_n.append(last)
+            layer_input = outputs[0] if self.directions == 1 else xp.concatenate(outputs, axis=2)
+        self.a_n = xp.stack(a_n)                                                   # (layers·dirs, B, H)
+        if self.return_sequences:
+            return layer_input                                                     # (T, B, H·dirs)
+        return xp.concatenate(a_n[-self.directions:], axis=1)                       # (B, H·dirs)
+
+    def backward(self, d_y, d_a_n=None):
+        """dL/dA (or dL/d final states) and dL/d a_n (layers·dirs, B, H) -> dL/dX (T, B, D); sets ``self.d_a0``."""
+        xp, H, dirs = self.xp, self.hidden_size, self.directions
+        T, B = self.shape
+        d_final = [None] * (self.num_layers * dirs) if d_a_n is None else list(d_a_n)
+        if self.return_sequences:
+            d_output = d_y                                                         # (T, B, H·dirs)
+        else:
+            d_output = xp.zeros((T, B, H * dirs), dtype=d_y.dtype)
+            for direction in range(dirs):
+                i = (self.num_layers - 1) * dirs + direction
+                d_slice = d_y[:, direction * H:(direction + 1) * H]
+                d_final[i] = d_slice if d_final[i] is None else d_final[i] + d_slice
+        d_a0 = [None] * (self.num_layers * dirs)
+        for layer in reversed(range(self.num_layers)):
+            d_input = None
+            for direction in range(dirs):
+                key, i = self.key(layer, direction), layer * dirs + direction
+                d_a = d_output[:, :, direction * H:(direction + 1) * H]
+                if direction == 1:
+                    d_a = d_a[self.reverse, self.rows]
+                d_x, d_a0[i], d_w_x, d_w_a, d_b_a = self.backend.backward_sequence(
+                    self.saved[i], xp.ascontiguousarray(d_a), d_final[i])
+                if direction == 1:
+                    d_x = d_x[self.reverse, self.rows]
+                self.grads[f"w_x_{key}"], self.grads[f"w_a_{key}"], self.grads[f"b_a_{key}"] = d_w_x, d_w_a, d_b_a
+                d_input = d_x if d_input is None else d_input + d_x
+            if layer > 0:
+                d_input = self.dropouts[layer - 1].backward(d_input)
+            d_output = d_input
+        self.d_a0 = xp.stack(d_a0)                                                 # (layers·dirs, B, H)
+        return d_output                                                            # (T, B, D)
+
+
+class Dense(Layer):
+    """The output layer's affine part, y = X·W_y + b_y on the last axis, so on every step at once: (..., H) -> (..., K)."""
+
+    def __init__(self, input_size, output_size, init="glorot", rng=None, backend=None, dtype="float32"):
+        super().__init__(backend, dtype)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.input_size, self.output_size = input_size, output_size
+        self.add_param("w_y", initialize(init, (input_size, output_size), input_size, rng))  # W_y (H, K)
+        self.add_param("b_y", np.zeros(output_size))                                          # b_y (K,)
+
+    def forward(self, x):
+        """X (..., H) -> X·W_y + b_y (..., K)."""
+        self.x = x
+        return x @ self.params["w_y"] + self.params["b_y"]
+
+    def backward(self, d_y):
+        """dL/dW_y = Σ Xᵀ·dY, dL/db_y = Σ dY, dL/dX = dY·W_yᵀ."""
+        x2 = self.x.reshape(-1, self.input_size)                                  # (N, H)
+        d2 = d_y.reshape(-1, self.output_size)                                    # (N, K)
+        self.grads["w_y"] = x2.T @ d2
+        self.grads["b_y"] = d2.sum(axis=0)
+        return d_y @ self.params["w_y"].T
+
+
+class SequencePool(Layer):
+    """Pools the valid steps of a sequence: A (T, B, H), lengths -> (B, H) by ``mean`` or ``max`` over time."""
+
+    def __init__(self, mode="max", backend=None, dtype="float32"):
+        super().__init__(backend, dtype)
+        if mode not in ("mean", "max"):
+            raise ValueError(f"pooling must be 'mean' or 'max', got {mode!r}")
+        self.mode = mode
+
+    def forward(self, a, lengths=None):
+        """A (T, B, H) -> (B, H)."""
+        xp = self.xp
+        T, B, _ = a.shape
+        self.shape = a.shape
+        self.valid = valid_steps(xp, lengths, T, B)[:, :, None]                   # (T, B, 1)
+        if self.mode == "mean":
+            self.counts = self.valid.sum(axis=0).astype(a.dtype)                   # (B, 1)
+            return (a * self.valid).sum(axis=0) / self.counts
+        masked = xp.where(self.valid, a, -xp.inf)
+        self.argmax = masked.argmax(axis=0)                                         # (B, H)
+        return masked.max(axis=0)
+
+    def backward(self, d_y):
+        """Mean: dL/dA_t = dY/len on valid steps; max: dY goes to the step that held the maximum."""
+        xp = self.xp
+        T, B, H = self.shape
+        if self.mode == "mean":
+            return xp.broadcast_to(d_y / self.counts, (T, B, H)) * self.valid
+        d_a = xp.zeros((T, B, H), dtype=d_y.dtype)
+        d_a[self.argmax, xp.arange(B)[:, None], xp.arange(H)[None, :]] = d_y
+        return d_a
+
+
+class Sigmoid(Layer):
+    """σ(z) = 1 / (1 + e^-z), elementwise: the output activation for binary labels."""
+
+    def forward(self, z):
+        """z (...) -> σ(z)."""
+        self.y = 1.0 / (1.0 + self.xp.exp(-z))
+        return self.y
+
+    def backward(self, d_y):
+        """dL/dz = dL/dy ⊙ σ(1 - σ)."""
+        return d_y * self.y * (1.0 - self.y)
+
+
+class Softmax(Layer):
+    """softmax(z)_k = e^{z_k} / Σ_j e^{z_j} over the last axis: the output activation for K classes."""
+
+    def forward(self, z):
+        """z (..., K) -> probabilities (..., K)."""
+        e = self.xp.exp(z - z.max(axis=-1, keepdims=True))
+        self.y = e / e.sum(axis=-1, keepdims=True)
+        return self.y
+
+    def backward(self, d_y):
+        """dL/dz = y ⊙ (dL/dy - Σ_k dL/dy_k y_k)."""
+        return self.y * (d_y - (d_y * self.y).sum(axis=-1, keepdims=True))
+
+
+class Linear(Layer):
+    """The identity activation, for regression outputs."""
+
+    def forward(self, z):
+        """z -> z."""
+        return z
+
+    def backward(self, d_y):
+        """dL/dz = dL/dy."""
+        return d_y
+
+
+ACTIVATIONS = {"sigmoid": Sigmoid, "softmax": Softmax, "linear": Linear}

@@ -1,0 +1,266 @@
+"""The lecture's architectures as models: a few layers wired together with explicit forward and backward.
+
+Each model exposes ``params``/``grads`` (flat dicts named ``layer.param``), ``forward(*inputs)`` returning
+logits (or predictions), ``backward(d_logits)``, ``train()``/``eval()``, and ``config`` (the constructor's
+arguments, JSON-ready) so that a checkpoint can rebuild it on any backend.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .layers import RNN, Dense, Dropout, Embedding, OneHot, SequencePool, resolve_backend, to_host
+
+
+class Model:
+    """Base class: named layers, their parameters and gradients, modes, and host copies of the weights."""
+
+    def __init__(self, config, backend=None, dtype="float32", seed=0):
+        self.config = dict(config)
+        self.backend = resolve_backend(backend)
+        self.xp = self.backend.xp
+        self.dtype = np.dtype(dtype)
+        self.rng = np.random.default_rng(seed)
+        self.layers = {}
+
+    def add(self, name, layer):
+        """Register ``layer`` under ``name`` and return it."""
+        self.layers[name] = layer
+        return layer
+
+    def common(self):
+        """The keyword arguments every layer of this model takes."""
+        return {"backend": self.backend, "dtype": self.dtype}
+
+    @property
+    def params(self):
+        """Every trainable array, named ``layer.param``."""
+        return {f"{ln}.{pn}": p for ln, layer in self.layers.items() for pn, p in layer.params.items()}
+
+    @property
+    def grads(self):
+        """Every gradient from the last backward pass, named as ``params``."""
+        return {f"{ln}.{pn}": g for ln, layer in self.layers.items() for pn, g in layer.grads.items()}
+
+    def train(self):
+        """Training mode: dropout active."""
+        for layer in self.layers.values():
+            layer.training = True
+
+    def eval(self):
+        """Evaluation mode: dropout off."""
+        for layer in self.layers.values():
+            layer.training = False
+
+    def state_dict(self):
+        """Host NumPy copies of every parameter."""
+        return {name: to_host(p).copy() for name, p in self.params.items()}
+
+    def load_state_dict(self, state):
+        """Copy host arrays into the parameters (names and shapes must match)."""
+        params = self.params
+        missing, unexpected = set(params) - set(state), set(state) - set(params)
+        if missing or unexpected:
+            raise ValueError(f"weights do not fit the model: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+        for name, value in state.items():
+            layer_name, param_name = name.split(".", 1)
+            layer = self.layers[layer_name]
+            if tuple(value.shape) != tuple(layer.params[param_name].shape):
+                raise ValueError(f"{name}: checkpoint shape {tuple(value.shape)}, model shape "
+                                 f"{tuple(layer.params[param_name].shape)}")
+            layer.params[param_name] = self.xp.asarray(np.asarray(value, dtype=self.dtype))
+
+    def num_params(self):
+        """The number of trainable scalars."""
+        return sum(int(np.prod(p.shape)) for p in self.params.values())
+
+
+def word_encoder(model, vocab_size, embed_dim, padding_idx):
+    """An Embedding layer, or the lecture's OneHot encoding when ``embed_dim`` is 0; returns (layer, its width)."""
+    if embed_dim:
+        return model.add("embedding", Embedding(vocab_size, embed_dim, padding_idx, model.rng, **model.common())), embed_dim
+    return model.add("one_hot", OneHot(vocab_size, padding_idx, **model.common())), vocab_size
+
+
+class SequenceClassifier(Model):
+    """Many-to-one: words -> Embedding -> RNN -> (last state | mean | max over steps) -> Dropout -> Dense -> logits (B, K).
+
+    With ``num_classes=2`` there is one logit per sentence (binary cross-entropy); otherwise K logits.
+    """
+
+    def __init__(self, vocab_size, num_classes=2, embed_dim=64, hidden_size=64, num_layers=1, bidirectional=False,
+                 pooling="last", dropout=0.0, embed_dropout=0.0, nonlinearity="tanh", padding_idx=0,
+                 backend=None, dtype="float32", seed=0):
+        super().__init__({k: v for k, v in locals().items() if k not in ("self", "backend", "dtype", "seed", "__class__")},
+                         backend, dtype, seed)
+        self.pooling = pooling
+        self.encoder, width = word_encoder(self, vocab_size, embed_dim, padding_idx)
+        self.embed_dropout = self.add("embed_dropout", Dropout(embed_dropout, self.rng, **self.common()))
+        self.rnn = self.add("rnn", RNN(width, hidden_size, num_layers, bidirectional, nonlinearity, dropout,
+                                       return_sequences=pooling != "last", rng=self.rng, **self.common()))
+        self.pool = self.add("pool", SequencePool(pooling, **self.common())) if pooling != "last" else None
+        self.dropout = self.add("dropout", Dropout(dropout, self.rng, **self.common()))
+        outputs = 1 if num_classes == 2 else num_classes
+        self.output = self.add("output", Dense(hidden_size * self.rnn.directions, outputs, rng=self.rng, **self.common()))
+
+    def forward(self, ids, lengths=None):
+        """ids (T, B), lengths (B,) -> logits (B,) for two classes, else (B, K)."""
+        x = self.embed_dropout.forward(self.encoder.forward(ids))                 # (T, B, D)
+        a = self.rnn.forward(x, lengths)                                          # (T, B, H·dirs) or (B, H·dirs)
+        features = a if self.pool is None else self.pool.forward(a, lengths)      # (B, H·dirs)
+        logits = self.output.forward(self.dropout.forward(features))              # (B, K)
+        return logits[:, 0] if self.output.output_size == 1 else logits
+
+    def backward(self, d_logits):
+        """dL/dlogits -> gradients of every layer."""
+        d_logits = d_logits[:, None] if self.output.output_size == 1 else d_logits
+        d_features = self.dropout.backward(self.output.backward(d_logits))
+        d_a = d_features if self.pool is None else self.pool.backward(d_features)
+        self.encoder.backward(self.embed_dropout.backward(self.rnn.backward(d_a)))
+
+
+class SequenceTagger(Model):
+    """Many-to-many of the same length: words -> Embedding -> RNN -> Dense on every step -> logits (T, B, K)."""
+
+    def __init__(self, vocab_size, num_tags, embed_dim=64, hidden_size=64, num_layers=1, bidirectional=True,
+                 dropout=0.0, nonlinearity="tanh", padding_idx=0, backend=None, dtype="float32", seed=0):
+        super().__init__({k: v for k, v in locals().items() if k not in ("self", "backend", "dtype", "seed", "__class__")},
+                         backend, dtype, seed)
+        self.encoder, width = word_encoder(self, vocab_size, embed_dim, padding_idx)
+        self.rnn = self.add("rnn", RNN(width, hidden_size, num_layers, bidirectional, nonlinearity, dropout,
+                                       rng=self.rng, **self.common()))
+        self.output = self.add("output", Dense(hidden_size * self.rnn.directions, num_tags, rng=self.rng, **self.common()))
+
+    def forward(self, ids, lengths=None):
+        """ids (T, B), lengths (B,) -> logits (T, B, K); padding steps give the bias only and are masked in the loss."""
+        return self.output.forward(self.rnn.forward(self.encoder.forward(ids), lengths))
+
+    def backward(self, d_logits):
+        """dL/dlogits (T, B, K) -> gradients of every layer."""
+        self.encoder.backward(self.rnn.backward(self.output.backward(d_logits)))
+
+
+class LanguageModel(Model):
+    """One-to-many / next-token prediction: ids -> Embedding -> RNN -> Dense -> logits (T, B, V).
+
+    With ``stateful=True`` the final state of one batch is the initial state of the next (truncated BPTT over a
+    long stream); ``reset_state()`` starts afresh.
+    """
+
+    def __init__(self, vocab_size, embed_dim=64, hidden_size=128, num_layers=1, dropout=0.0, nonlinearity="tanh",
+                 stateful=False, padding_idx=None, backend=None, dtype="float32", seed=0):
+        super().__init__({k: v for k, v in locals().items() if k not in ("self", "backend", "dtype", "seed", "__class__")},
+                         backend, dtype, seed)
+        self.stateful = stateful
+        self.encoder, width = word_encoder(self, vocab_size, embed_dim, padding_idx)
+        self.rnn = self.add("rnn", RNN(width, hidden_size, num_layers, False, nonlinearity, dropout,
+                                       rng=self.rng, **self.common()))
+        self.output = self.add("output", Dense(hidden_size, vocab_size, rng=self.rng, **self.common()))
+        self.state = None
+
+    def reset_state(self):
+        """Forget the carried state."""
+        self.state = None
+
+    def forward(self, ids, lengths=None, a0=None):
+        """ids (T, B) -> logits (T, B, V); a0 (layers, B, H) or the carried state when stateful."""
+        a0 = self.state if a0 is None and self.stateful else a0
+        if a0 is not None and a0.shape[1] != ids.shape[1]:
+            a0 = None                                                             # a batch of another size
+        logits = self.output.forward(self.rnn.forward(self.encoder.forward(ids), lengths, a0))
+        if self.stateful:
+            self.state = self.rnn.a_n                                             # carried, not backpropagated into
+        return logits
+
+    def backward(self, d_logits):
+        """dL/dlogits (T, B, V) -> gradients (truncated at the start of the batch)."""
+        self.encoder.backward(self.rnn.backward(self.output.backward(d_logits)))
+
+    def generate(self, start_ids, steps, temperature=1.0, rng=None):
+        """Sample ``steps`` more ids after ``start_ids`` (a list), feeding each sample back in."""
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.eval()
+        logits = self.forward(np.asarray(start_ids, dtype=np.int64)[:, None], a0=None)
+        state, generated = self.rnn.a_n, []
+        for _ in range(steps):
+            z = to_host(logits[-1, 0]).astype(np.float64) / max(temperature, 1e-6)
+            p = np.exp(z - z.max())
+            generated.append(int(rng.choice(len(p), p=p / p.sum())))
+            logits = self.output.forward(self.rnn.forward(self.encoder.forward(np.array([[generated[-1]]])), None, state))
+            state = self.rnn.a_n
+        return generated
+
+
+class EncoderDecoder(Model):
+    """Many-to-many of different lengths: an encoder RNN's final state A_n is the decoder RNN's A_0 (teacher forcing)."""
+
+    def __init__(self, source_vocab_size, target_vocab_size, embed_dim=64, hidden_size=128, nonlinearity="tanh",
+                 padding_idx=0, backend=None, dtype="float32", seed=0):
+        super().__init__({k: v for k, v in locals().items() if k not in ("self", "backend", "dtype", "seed", "__class__")},
+                         backend, dtype, seed)
+        common = self.common()
+        self.source_embedding = self.add("source_embedding", Embedding(source_vocab_size, embed_dim, padding_idx, self.rng, **common))
+        self.target_embedding = self.add("target_embedding", Embedding(target_vocab_size, embed_dim, padding_idx, self.rng, **common))
+        self.encoder = self.add("encoder", RNN(embed_dim, hidden_size, nonlinearity=nonlinearity,
+                                               return_sequences=False, rng=self.rng, **common))
+        self.decoder = self.add("decoder", RNN(embed_dim, hidden_size, nonlinearity=nonlinearity, rng=self.rng, **common))
+        self.output = self.add("output", Dense(hidden_size, target_vocab_size, rng=self.rng, **common))
+
+    def forward(self, source_ids, source_lengths, target_in_ids, target_lengths=None):
+        """source (S, B), target inputs (T, B) starting with a start token -> logits (T, B, V_target)."""
+        summary = self.encoder.forward(self.source_embedding.forward(source_ids), source_lengths)     # A_n (B, H)
+        a = self.decoder.forward(self.target_embedding.forward(target_in_ids), target_lengths, summary[None])
+        return self.output.forward(a)
+
+    def backward(self, d_logits):
+        """dL/dlogits (T, B, V) -> gradients of both RNNs through the handed-over state."""
+        self.target_embedding.backward(self.decoder.backward(self.output.backward(d_logits)))
+        self.source_embedding.backward(self.encoder.backward(self.decoder.d_a0[0]))
+
+    def greedy_decode(self, source_ids, source_lengths, start_id, end_id, max_steps):
+        """Decode each source by feeding back the most probable token -> list of id lists (without start/end)."""
+        self.eval()
+        B = source_ids.shape[1]
+        state = self.encoder.forward(self.source_embedding.forward(source_ids), source_lengths)[None]
+        token = np.full((1, B), start_id, dtype=np.int64)
+        outputs, finished = [[] for _ in range(B)], np.zeros(B, dtype=bool)
+        for _ in range(max_steps):
+            logits = self.output.forward(self.decoder.forward(self.target_embedding.forward(token), None, state))
+            state = self.decoder.a_n
+            token = to_host(logits[0].argmax(axis=-1)).astype(np.int64)[None]
+            for b in np.flatnonzero(~finished):
+                finished[b] = token[0, b] == end_id
+                if not finished[b]:
+                    outputs[b].append(int(token[0, b]))
+            if finished.all():
+                break
+        return outputs
+
+
+class Forecaster(Model):
+    """Time-series prediction: a window of past values X (T, B, F) -> RNN -> last state -> Dense -> next ``horizon`` values."""
+
+    def __init__(self, input_size=1, hidden_size=32, num_layers=1, horizon=1, dropout=0.0, nonlinearity="tanh",
+                 backend=None, dtype="float32", seed=0):
+        super().__init__({k: v for k, v in locals().items() if k not in ("self", "backend", "dtype", "seed", "__class__")},
+                         backend, dtype, seed)
+        self.rnn = self.add("rnn", RNN(input_size, hidden_size, num_layers, False, nonlinearity, dropout,
+                                       return_sequences=False, rng=self.rng, **self.common()))
+        self.output = self.add("output", Dense(hidden_size, horizon, rng=self.rng, **self.common()))
+
+    def forward(self, x, lengths=None):
+        """X (T, B, F) -> predictions (B, horizon)."""
+        return self.output.forward(self.rnn.forward(self.xp.asarray(x, dtype=self.dtype), lengths))
+
+    def backward(self, d_predictions):
+        """dL/dpredictions (B, horizon) -> gradients."""
+        self.rnn.backward(self.output.backward(d_predictions))
+
+
+MODELS = {cls.__name__: cls for cls in (SequenceClassifier, SequenceTagger, LanguageModel, EncoderDecoder, Forecaster)}
+
+
+def build_model(class_name, config, backend=None, dtype="float32", seed=0):
+    """Rebuild a model from its class name and ``config`` (as saved in a checkpoint)."""
+    if class_name not in MODELS:
+        raise ValueError(f"unknown model class {class_name!r}; known: {', '.join(MODELS)}")
+    return MODELS[class_name](**config, backend=backend, dtype=dtype, seed=seed)

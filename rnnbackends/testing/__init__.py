@@ -1,0 +1,38 @@
+"""The conformance kit: ``RNNBACKENDS_TEST_BACKEND=NAME python -m pytest --pyargs rnnbackends.testing``.
+
+Checks a backend against the NumPy reference (DESIGN §5). Without the variable it checks every
+registered backend; a backend that fails to load fails the run, one unavailable here is skipped with
+its reason. Helpers for writing further checks live here too.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..gradcheck import _to_host as to_host
+
+__all__ = ["make_case", "reference", "to_host", "tolerance"]
+
+
+def reference():
+    """The NumPy reference backend instance (the definition the kit compares against)."""
+    from rnnbackends_numpy.backend import NumpyBackend
+
+    return NumpyBackend()
+
+
+def tolerance(dtype) -> float:
+    """Relative tolerance against the reference: 1e-9 in float64, 2e-4 in float32."""
+    return 1e-9 if np.dtype(dtype) == np.float64 else 2e-4
+
+
+def make_case(T, B, D, H, dtype="float64", *, lengths=None, seed=0, scale=None):
+    """Random inputs (x, a0, w_x, w_a, b_a) of the given shapes, weights uniform ±1/√H (DESIGN §6)."""
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / np.sqrt(H) if scale is None else scale
+    x = rng.standard_normal((T, B, D))
+    a0 = rng.uniform(-0.5, 0.5, (B, H))
+    w_x = rng.uniform(-bound, bound, (D, H))
+    w_a = rng.uniform(-bound, bound, (H, H))
+    b_a = rng.uniform(-bound, bound, (H,))
+    arrays = tuple(np.ascontiguousarray(v, dtype=dtype) for v in (x, a0, w_x, w_a, b_a))
+    return arrays, (None if lengths is None else np.asarray(lengths, dtype=np.int64))

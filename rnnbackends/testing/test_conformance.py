@@ -1,0 +1,219 @@
+"""Conformance of one backend to contract API version 1, checked against the NumPy reference."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import rnnbackends
+from rnnbackends.gradcheck import check_gradients
+from rnnbackends.testing import make_case, reference, to_host, tolerance
+
+
+def _backend_names():
+    requested = os.environ.get("RNNBACKENDS_TEST_BACKEND", "").strip()
+    if requested:
+        return [n.strip() for n in requested.split(",") if n.strip()]
+    return [info.name for info in rnnbackends.list_backends()]
+
+
+@pytest.fixture(scope="module", params=_backend_names())
+def backend(request):
+    """The backend under test; unknown or broken fails, unavailable here skips with its reason."""
+    name = request.param
+    rows = {info.name: info for info in rnnbackends.list_backends()}
+    if name not in rows:
+        pytest.fail(f"backend {name!r} is not installed; installed: {', '.join(sorted(rows))}")
+    info = rows[name]
+    if info.status == "broken":
+        pytest.fail(f"backend {name!r} failed to load: {info.reason}")
+    if not info.available:
+        pytest.skip(f"backend {name!r} is unavailable here: {info.reason}")
+    return rnnbackends.get_backend(name)
+
+
+def _needs(backend, *capabilities):
+    """Skip a check that needs a capability this (partial) backend does not declare."""
+    missing = [c for c in capabilities if c is not None and c not in backend.capabilities]
+    if missing:
+        pytest.skip(f"backend {backend.name!r} does not declare {', '.join(missing)}")
+
+
+def _put(backend, arrays):
+    return tuple(backend.xp.asarray(a) for a in arrays)
+
+
+def _close(name, got, want, dtype):
+    """|got - want| <= tol·(|want| + max|want|), elementwise, on the host."""
+    got, want = to_host(got), np.asarray(want)
+    assert got.shape == want.shape, f"{name}: shape {got.shape}, expected {want.shape}"
+    tol = tolerance(dtype)
+    bound = tol * (np.abs(want) + np.abs(want).max(initial=0) + 1e-30)
+    err = np.abs(got.astype(np.float64) - want)
+    worst = np.unravel_index(np.argmax(err - bound), err.shape) if err.size else ()
+    assert np.all(err <= bound), (f"{name}: differs from the reference at {list(worst)}: "
+                                 f"got {got[worst]!r}, expected {want[worst]!r} (rel. tol {tol})")
+
+
+GRAD_NAMES = ("d_x", "d_a0", "d_w_x", "d_w_a", "d_b_a")
+
+CASES = [  # (T, B, D, H, lengths)
+    pytest.param(1, 1, 1, 1, None, id="T1-B1-D1-H1"),
+    pytest.param(1, 3, 4, 5, None, id="T1"),
+    pytest.param(7, 1, 3, 4, None, id="B1"),
+    pytest.param(6, 4, 3, 1, None, id="H1"),
+    pytest.param(9, 5, 6, 8, [9, 1, 4, 9, 2], id="lengths-1-and-T"),
+    pytest.param(5, 3, 2, 4, [1, 1, 5], id="padding-but-one"),
+    pytest.param(12, 6, 10, 33, None, id="H33"),
+    pytest.param(16, 8, 24, 64, [16, 3, 7, 16, 1, 12, 15, 9], id="H64-lengths"),
+]
+
+
+def _compare(backend, T, B, D, H, lengths, dtype, nonlinearity, seed=0):
+    _needs(backend, dtype, nonlinearity, "lengths" if lengths is not None else None)
+    (arrays, lengths) = make_case(T, B, D, H, dtype, lengths=lengths, seed=seed)
+    ref = reference()
+    a_ref, an_ref, saved_ref = ref.forward_sequence(*arrays, lengths=lengths, nonlinearity=nonlinearity)
+    a, a_n, saved = backend.forward_sequence(*_put(backend, arrays), lengths=lengths, nonlinearity=nonlinearity)
+    _close("a", a, a_ref, dtype)
+    _close("a_n", a_n, an_ref, dtype)
+    rng = np.random.default_rng(seed + 1)
+    d_a = rng.standard_normal((T, B, H)).astype(dtype)
+    d_a_n = rng.standard_normal((B, H)).astype(dtype)
+    want = ref.backward_sequence(saved_ref, d_a, d_a_n)
+    got = backend.backward_sequence(saved, *_put(backend, (d_a, d_a_n)))
+    for name, g, w in zip(GRAD_NAMES, got, want):
+        _close(name, g, w, dtype)
+    want = ref.backward_sequence(saved_ref, d_a)  # without d_a_n
+    got = backend.backward_sequence(saved, backend.xp.asarray(d_a))
+    for name, g, w in zip(GRAD_NAMES, got, want):
+        _close(name + " (no d_a_n)", g, w, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("T, B, D, H, lengths", CASES)
+def test_matches_reference(backend, T, B, D, H, lengths, dtype, nonlinearity):
+    """Forward states and all five gradients equal the reference's."""
+    _compare(backend, T, B, D, H, lengths, dtype, nonlinearity)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_long_sequence_stays_finite(backend, nonlinearity):
+    """T = 1000: no overflow, no NaN, still equal to the reference (float32)."""
+    _compare(backend, 1000, 3, 4, 16, [1000, 1, 517], "float32", nonlinearity, seed=3)
+    _compare(backend, 1000, 2, 3, 8, None, "float64", nonlinearity, seed=4)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("lengths", [None, [6, 2, 1, 4]], ids=["full", "lengths"])
+def test_finite_difference_gradients(backend, nonlinearity, lengths):
+    """float64 central differences of L = Σ a·r + Σ a_n·s agree with all five gradients."""
+    _needs(backend, "float64", nonlinearity, "lengths" if lengths is not None else None)
+    T, B, D, H = 6, 4, 3, 5
+    arrays, lengths = make_case(T, B, D, H, "float64", lengths=lengths, seed=7)
+    params = dict(zip(("x", "a0", "w_x", "w_a", "b_a"), _put(backend, arrays)))
+    rng = np.random.default_rng(8)
+    r, s = _put(backend, (rng.standard_normal((T, B, H)), rng.standard_normal((B, H))))
+    xp = backend.xp
+
+    def loss():
+        a, a_n, _ = backend.forward_sequence(*params.values(), lengths=lengths, nonlinearity=nonlinearity)
+        return float(xp.sum(a * r) + xp.sum(a_n * s))
+
+    _, _, saved = backend.forward_sequence(*params.values(), lengths=lengths, nonlinearity=nonlinearity)
+    grads = dict(zip(params, backend.backward_sequence(saved, r, s)))
+    check_gradients(loss, params, grads, eps=1e-6, rtol=1e-6, atol=1e-9)
+
+
+def test_padding_is_zero_and_a_n_is_last_valid_state(backend):
+    """a[t, b] = 0 for t >= lengths[b]; a_n[b] = a[lengths[b] - 1, b]."""
+    _needs(backend, "float64", "lengths")
+    lengths = np.array([5, 1, 3, 2])
+    arrays, lengths = make_case(5, 4, 3, 6, "float64", lengths=lengths, seed=11)
+    a, a_n, _ = backend.forward_sequence(*_put(backend, arrays), lengths=lengths)
+    a, a_n = to_host(a), to_host(a_n)
+    for b, n in enumerate(lengths):
+        assert np.all(a[n:, b] == 0), f"row {b}: states after its length {n} must be 0"
+        assert np.array_equal(a_n[b], a[n - 1, b]), f"row {b}: a_n must be a[{n - 1}, {b}]"
+
+
+def test_gradient_at_padding_is_ignored(backend):
+    """d_a at padded steps (here NaN) does not touch any gradient."""
+    _needs(backend, "float64", "lengths")
+    lengths = np.array([4, 1, 2])
+    arrays, lengths = make_case(4, 3, 2, 5, "float64", lengths=lengths, seed=12)
+    _, _, saved = backend.forward_sequence(*_put(backend, arrays), lengths=lengths)
+    d_a = np.random.default_rng(13).standard_normal((4, 3, 5))
+    clean = backend.backward_sequence(saved, backend.xp.asarray(d_a))
+    for b, n in enumerate(lengths):
+        d_a[n:, b] = np.nan
+    dirty = backend.backward_sequence(saved, backend.xp.asarray(d_a))
+    for name, c, d in zip(GRAD_NAMES, clean, dirty):
+        assert np.array_equal(to_host(c), to_host(d)), f"{name} changed when padded d_a changed"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_outputs_dtype_module_and_shapes(backend, dtype):
+    """Outputs are arrays of the backend's xp, in the inputs' dtype, with the contract's shapes."""
+    _needs(backend, dtype)
+    T, B, D, H = 4, 3, 2, 5
+    arrays, _ = make_case(T, B, D, H, dtype)
+    a, a_n, saved = backend.forward_sequence(*_put(backend, arrays))
+    grads = backend.backward_sequence(saved, backend.xp.ones((T, B, H), dtype=dtype))
+    shapes = [(T, B, H), (B, H), (T, B, D), (B, H), (D, H), (H, H), (H,)]
+    for name, out, shape in zip(("a", "a_n") + GRAD_NAMES, (a, a_n) + tuple(grads), shapes):
+        assert isinstance(out, backend.xp.ndarray), f"{name} is {type(out)}, not {backend.xp.__name__}.ndarray"
+        assert out.dtype == np.dtype(dtype), f"{name} has dtype {out.dtype}, expected {dtype}"
+        assert tuple(out.shape) == shape, f"{name} has shape {tuple(out.shape)}, expected {shape}"
+
+
+def test_inputs_are_not_modified(backend):
+    """Neither forward nor backward writes to its arguments."""
+    _needs(backend, "float64", "lengths")
+    arrays, lengths = make_case(6, 3, 4, 5, "float64", lengths=[6, 2, 4], seed=14)
+    inputs = _put(backend, arrays)
+    before = [to_host(v).copy() for v in inputs]
+    _, _, saved = backend.forward_sequence(*inputs, lengths=lengths)
+    rng = np.random.default_rng(15)
+    d_a, d_a_n = _put(backend, (rng.standard_normal((6, 3, 5)), rng.standard_normal((3, 5))))
+    d_before = [to_host(d_a).copy(), to_host(d_a_n).copy()]
+    backend.backward_sequence(saved, d_a, d_a_n)
+    for name, arr, old in zip(("x", "a0", "w_x", "w_a", "b_a", "d_a", "d_a_n"),
+                              tuple(inputs) + (d_a, d_a_n), before + d_before):
+        assert np.array_equal(to_host(arr), old), f"{name} was modified"
+    assert np.array_equal(lengths, [6, 2, 4]), "lengths was modified"
+
+
+def test_repeated_calls_are_bit_identical(backend):
+    """Same inputs, same outputs, bit for bit (no atomics, no racy reductions)."""
+    _needs(backend, "float32", "lengths")
+    arrays, lengths = make_case(20, 8, 16, 48, "float32", lengths=[20, 3, 11, 20, 1, 7, 19, 5], seed=16)
+    inputs = _put(backend, arrays)
+    d_a = backend.xp.asarray(np.random.default_rng(17).standard_normal((20, 8, 48)).astype("float32"))
+    runs = []
+    for _ in range(2):
+        a, a_n, saved = backend.forward_sequence(*inputs, lengths=lengths)
+        runs.append([to_host(v) for v in (a, a_n) + tuple(backend.backward_sequence(saved, d_a))])
+    for name, first, second in zip(("a", "a_n") + GRAD_NAMES, *runs):
+        assert np.array_equal(first, second), f"{name} differs between two identical calls"
+
+
+def test_undeclared_capability_raises_not_implemented(backend):
+    """A call the backend has not declared (here float16, and any missing cell) raises NotImplementedError."""
+    arrays, _ = make_case(3, 2, 2, 3, "float16")
+    undeclared = [c for c in ("float16", "float32", "float64", "tanh", "relu", "lengths")
+                  if c not in backend.capabilities]
+    assert "float16" in undeclared or "float16" in backend.capabilities
+    if "float16" not in backend.capabilities:
+        with pytest.raises(NotImplementedError, match="float16"):
+            backend.forward_sequence(*_put(backend, arrays))
+    for capability in undeclared:
+        dtype = capability if capability.startswith("float") else "float64"
+        arrays, _ = make_case(3, 2, 2, 3, dtype)
+        kwargs = {"nonlinearity": capability} if capability in ("tanh", "relu") else {}
+        if capability == "lengths":
+            kwargs = {"lengths": np.array([3, 1])}
+        with pytest.raises(NotImplementedError):
+            backend.forward_sequence(*_put(backend, arrays), **kwargs)

@@ -1,0 +1,5 @@
+"""Make the test helpers (plugin_fixtures) importable."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
