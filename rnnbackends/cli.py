@@ -6,6 +6,8 @@ import logging
 import sys
 
 from . import registry
+from .commands import add_commands
+from .seqcommands import add_sequence_commands
 
 
 def cmd_backends(args) -> int:
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("backends", help="list installed backends, their availability and the one selected")
     p.set_defaults(func=cmd_backends)
+    add_commands(sub)
+    add_sequence_commands(sub)
     return parser
 
 
@@ -54,6 +58,10 @@ def main(argv=None) -> int:
     except (registry.BackendError, OSError, ValueError) as exc:
         print(f"rnnbackends: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("rnnbackends: interrupted; a run saved with --save DIR continues from its last finished epoch with "
+              "--resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -83,6 +83,19 @@ def minibatches(n, batch_size, rng=None):
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
+def bucketed_minibatches(lengths, batch_size, rng, pool=8):
+    """Shuffled batches of similar lengths (less padding, faster): shuffle, sort each run of ``pool`` batches by
+    length, cut it into batches, and shuffle the order of all batches."""
+    order = rng.permutation(len(lengths))
+    lengths = np.asarray(lengths)
+    batches = []
+    for start in range(0, len(order), batch_size * pool):
+        run = order[start:start + batch_size * pool]
+        run = run[np.argsort(lengths[run], kind="stable")]
+        batches += [run[i:i + batch_size] for i in range(0, len(run), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def bptt_chunks(ids, batch_size, steps):
     """Truncated-BPTT batches of a long id stream: B parallel streams cut into consecutive (steps, B) chunks.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .decoding import beam_search, greedy_search, sample_sequence
 from .layers import RNN, Dense, Dropout, Embedding, OneHot, SequencePool, resolve_backend, to_host
 
 
@@ -139,6 +140,40 @@ class SequenceTagger(Model):
         self.encoder.backward(self.rnn.backward(self.output.backward(d_logits)))
 
 
+class FeatureTagger(Model):
+    """Many-to-many tagger over F ids per word (the word and unknown-word features such as suffixes and shape).
+
+    ids (T, B, F) -> one Embedding, the F vectors concatenated (T, B, F·D) -> Dropout -> RNN -> Dropout ->
+    Dense on every step -> logits (T, B, K).
+    """
+
+    def __init__(self, vocab_size, num_features, num_tags, embed_dim=32, hidden_size=128, num_layers=1,
+                 bidirectional=True, dropout=0.0, embed_dropout=0.0, nonlinearity="tanh", padding_idx=0,
+                 backend=None, dtype="float32", seed=0):
+        super().__init__({k: v for k, v in locals().items() if k not in ("self", "backend", "dtype", "seed", "__class__")},
+                         backend, dtype, seed)
+        self.num_features, self.embed_dim = num_features, embed_dim
+        self.embedding = self.add("embedding", Embedding(vocab_size, embed_dim, padding_idx, self.rng, **self.common()))
+        self.embed_dropout = self.add("embed_dropout", Dropout(embed_dropout, self.rng, **self.common()))
+        self.rnn = self.add("rnn", RNN(num_features * embed_dim, hidden_size, num_layers, bidirectional, nonlinearity,
+                                       dropout, rng=self.rng, **self.common()))
+        self.dropout = self.add("dropout", Dropout(dropout, self.rng, **self.common()))
+        self.output = self.add("output", Dense(hidden_size * self.rnn.directions, num_tags, rng=self.rng, **self.common()))
+
+    def forward(self, ids, lengths=None):
+        """ids (T, B, F), lengths (B,) -> logits (T, B, K)."""
+        T, B, F = ids.shape
+        x = self.embedding.forward(ids).reshape(T, B, F * self.embed_dim)         # (T, B, F·D)
+        a = self.rnn.forward(self.embed_dropout.forward(x), lengths)              # (T, B, H·dirs)
+        return self.output.forward(self.dropout.forward(a))                       # (T, B, K)
+
+    def backward(self, d_logits):
+        """dL/dlogits (T, B, K) -> gradients of every layer."""
+        d_x = self.rnn.backward(self.dropout.backward(self.output.backward(d_logits)))   # (T, B, F·D)
+        T, B, _ = d_x.shape
+        self.embedding.backward(self.embed_dropout.backward(d_x).reshape(T, B, self.num_features, self.embed_dim))
+
+
 class LanguageModel(Model):
     """One-to-many / next-token prediction: ids -> Embedding -> RNN -> Dense -> logits (T, B, V).
 
@@ -175,19 +210,20 @@ class LanguageModel(Model):
         """dL/dlogits (T, B, V) -> gradients (truncated at the start of the batch)."""
         self.encoder.backward(self.rnn.backward(self.output.backward(d_logits)))
 
-    def generate(self, start_ids, steps, temperature=1.0, rng=None):
-        """Sample ``steps`` more ids after ``start_ids`` (a list), feeding each sample back in."""
-        rng = rng if rng is not None else np.random.default_rng(0)
+    def step(self, tokens, state=None):
+        """tokens (B,), state (layers, B, H) on the host or None -> logits (B, V) and the new state, on the host."""
+        a0 = None if state is None else self.xp.asarray(state, dtype=self.dtype)
+        a = self.rnn.forward(self.encoder.forward(np.asarray(tokens, dtype=np.int64)[None]), None, a0)  # (1, B, H)
+        return to_host(self.output.forward(a)[0]), to_host(self.rnn.a_n)
+
+    def generate(self, prime_ids, length, temperature=1.0, top_k=None, rng=None, end_id=None):
+        """``length`` ids sampled after ``prime_ids`` (a non-empty list): greedy at temperature 0, else top-k sampling."""
         self.eval()
-        logits = self.forward(np.asarray(start_ids, dtype=np.int64)[:, None], a0=None)
-        state, generated = self.rnn.a_n, []
-        for _ in range(steps):
-            z = to_host(logits[-1, 0]).astype(np.float64) / max(temperature, 1e-6)
-            p = np.exp(z - z.max())
-            generated.append(int(rng.choice(len(p), p=p / p.sum())))
-            logits = self.output.forward(self.rnn.forward(self.encoder.forward(np.array([[generated[-1]]])), None, state))
-            state = self.rnn.a_n
-        return generated
+        state = None
+        if len(prime_ids) > 1:                                                    # read the prime in one pass
+            self.rnn.forward(self.encoder.forward(np.asarray(prime_ids[:-1], dtype=np.int64)[:, None]))
+            state = to_host(self.rnn.a_n)                                         # (layers, 1, H)
+        return sample_sequence(self.step, state, prime_ids[-1], length, temperature, top_k, rng, end_id)
 
 
 class EncoderDecoder(Model):
@@ -216,24 +252,23 @@ class EncoderDecoder(Model):
         self.target_embedding.backward(self.decoder.backward(self.output.backward(d_logits)))
         self.source_embedding.backward(self.encoder.backward(self.decoder.d_a0[0]))
 
-    def greedy_decode(self, source_ids, source_lengths, start_id, end_id, max_steps):
-        """Decode each source by feeding back the most probable token -> list of id lists (without start/end)."""
+    def encode(self, source_ids, source_lengths=None):
+        """source (S, B), lengths (B,) -> the encoder's final state A_n as the decoder's A_0 (1, B, H), on the host."""
+        return to_host(self.encoder.forward(self.source_embedding.forward(source_ids), source_lengths))[None]
+
+    def step(self, tokens, state):
+        """tokens (B,), state (1, B, H) on the host -> logits (B, V_target) and the new state, on the host."""
+        a = self.decoder.forward(self.target_embedding.forward(np.asarray(tokens, dtype=np.int64)[None]), None,
+                                 self.xp.asarray(state, dtype=self.dtype))                       # (1, B, H)
+        return to_host(self.output.forward(a)[0]), to_host(self.decoder.a_n)
+
+    def translate(self, source_ids, source_lengths, start_id, end_id, max_steps, beam_size=1, alpha=1.0):
+        """Decode each source greedily (``beam_size`` 1) or by beam search -> (id lists, normalised log P)."""
         self.eval()
-        B = source_ids.shape[1]
-        state = self.encoder.forward(self.source_embedding.forward(source_ids), source_lengths)[None]
-        token = np.full((1, B), start_id, dtype=np.int64)
-        outputs, finished = [[] for _ in range(B)], np.zeros(B, dtype=bool)
-        for _ in range(max_steps):
-            logits = self.output.forward(self.decoder.forward(self.target_embedding.forward(token), None, state))
-            state = self.decoder.a_n
-            token = to_host(logits[0].argmax(axis=-1)).astype(np.int64)[None]
-            for b in np.flatnonzero(~finished):
-                finished[b] = token[0, b] == end_id
-                if not finished[b]:
-                    outputs[b].append(int(token[0, b]))
-            if finished.all():
-                break
-        return outputs
+        state = self.encode(source_ids, source_lengths)
+        if beam_size == 1:
+            return greedy_search(self.step, state, start_id, end_id, max_steps, alpha)
+        return beam_search(self.step, state, start_id, end_id, max_steps, beam_size, alpha)
 
 
 class Forecaster(Model):
@@ -256,7 +291,8 @@ class Forecaster(Model):
         self.rnn.backward(self.output.backward(d_predictions))
 
 
-MODELS = {cls.__name__: cls for cls in (SequenceClassifier, SequenceTagger, LanguageModel, EncoderDecoder, Forecaster)}
+MODELS = {cls.__name__: cls for cls in (SequenceClassifier, SequenceTagger, FeatureTagger, LanguageModel, EncoderDecoder,
+                                           Forecaster)}
 
 
 def build_model(class_name, config, backend=None, dtype="float32", seed=0):

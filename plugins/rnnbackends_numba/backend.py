@@ -1,9 +1,26 @@
-"""The numba backend (issue #3): registered now, implemented by its own issue."""
+"""The numba backend: the reference's semantics with BLAS GEMMs outside the time loop and njit kernels inside.
+
+Forward: X·W_X for all steps is one GEMM written straight into the output a; the A-chain then runs either
+as one njit call over all T steps (register-blocked dot products, small and medium H) or, for large H, as one
+BLAS product per step followed by an njit bias+activation pass. Backward: dZ_t and dZ_t·W_Aᵀ run the same
+way; after the loop d_w_x, d_w_a, d_x and d_b_a are one GEMM or reduction each. Batch rows are independent
+along the whole chain, so with enough work they are split across threads once per call, with no per-step
+synchronisation and results that do not depend on the split.
+"""
+import importlib.metadata
+import importlib.util
+
 import numpy as np
+
+# Where BLAS beats the register-blocked kernel for the per-step product (B, H)·(H, H), and how much work per
+# call (T·B·H·H multiply-adds) pays for waking more threads; measured on 2 cores (perf/ is the lab).
+BLAS_STEP_MIN_H = 512
+BLAS_STEP_MIN_B = 16
+PARALLEL_MIN_WORK = 1 << 26
 
 
 class NumbaBackend:
-    """Placeholder that reports itself unavailable until the njit kernels land."""
+    """CPU kernels compiled with Numba @njit; numba is imported on first use, never at registration."""
 
     name = "numba"
     xp = np
@@ -11,5 +28,83 @@ class NumbaBackend:
 
     @classmethod
     def availability(cls):
-        """Unavailable: the kernels are not written yet."""
-        return False, "not implemented yet: the njit kernels land with issue #3"
+        """Available when numba is installed; found without importing it, so probing stays cheap."""
+        try:
+            if importlib.util.find_spec("numba") is None:
+                return False, "numba is not installed (pip install numba)"
+            return True, f"Numba {importlib.metadata.version('numba')}, kernels compiled on first use"
+        except Exception as exc:  # a probe never raises
+            return False, f"numba cannot be found: {type(exc).__name__}: {exc}"
+
+    def __init__(self):
+        from . import kernels  # imports numba; each kernel compiles on first use and is cached on disk
+        self.kernels = kernels
+
+    def _plan(self, T, B, H):
+        """(per-step BLAS?, threads sharing the batch rows) for a call of this shape."""
+        if H >= BLAS_STEP_MIN_H and B >= BLAS_STEP_MIN_B:
+            return True, 1
+        import numba
+        blocks = -(-B // self.kernels.ROWS)
+        if T * B * H * H < PARALLEL_MIN_WORK:
+            return False, 1
+        return False, max(1, min(numba.get_num_threads(), blocks))
+
+    def path(self, T, B, H):
+        """Which kernel path a call of this shape takes (for perf reports)."""
+        blas, chunks = self._plan(T, B, H)
+        return "blas-step" if blas else "blocked" if chunks == 1 else f"blocked, {chunks} threads"
+
+    def forward_sequence(self, x, a0, w_x, w_a, b_a, *, lengths=None, nonlinearity="tanh"):
+        """A_t = g(X_t·W_X + A_{t-1}·W_A + b_A) -> (a (T,B,H), a_n (B,H), saved)."""
+        k = self.kernels
+        T, B, D = x.shape
+        H = w_a.shape[0]
+        relu = nonlinearity == "relu"
+        steps = np.full(B, T, dtype=np.int64) if lengths is None else lengths    # valid steps per row (B,)
+        a = np.empty((T, B, H), dtype=x.dtype)                                   # X_t·W_X, then A_t
+        np.matmul(x.reshape(T * B, D), w_x, out=a.reshape(T * B, H))             # all steps in one GEMM
+        blas, chunks = self._plan(T, B, H)
+        if blas:
+            z_rec = np.empty((B, H), dtype=x.dtype)                              # A_{t-1}·W_A (B, H)
+            prev = a0
+            for t in range(T):
+                np.matmul(prev, w_a, out=z_rec)
+                k.forward_step_finish(a[t], z_rec, b_a, steps, t, relu)
+                prev = a[t]
+        else:
+            w_a_t = np.ascontiguousarray(w_a.T)                                  # W_Aᵀ (H, H)
+            if chunks > 1:
+                k.forward_rows_parallel(a, a0, w_a_t, b_a, steps, relu, chunks)
+            else:
+                k.forward_rows(a, a0, w_a_t, b_a, steps, relu, 0, B)
+        a_n = a[steps - 1, np.arange(B)]                                         # last valid state (B, H)
+        return a, a_n, (x, a0, w_x, w_a, a, steps, relu)
+
+    def backward_sequence(self, saved, d_a, d_a_n=None):
+        """BPTT -> (d_x (T,B,D), d_a0 (B,H), d_w_x (D,H), d_w_a (H,H), d_b_a (H,))."""
+        k = self.kernels
+        x, a0, w_x, w_a, a, steps, relu = saved
+        T, B, D = x.shape
+        H = w_a.shape[0]
+        if d_a_n is None:
+            d_a_n = np.zeros((B, H), dtype=a.dtype)
+        dz = np.empty_like(a)                                                    # dL/dZ_t (T, B, H)
+        d_next = np.zeros((B, H), dtype=a.dtype)                                 # dZ_{t+1}·W_Aᵀ, then dL/dA_0
+        blas, chunks = self._plan(T, B, H)
+        if blas:
+            for t in range(T - 1, -1, -1):
+                k.backward_step_start(dz[t], d_a[t], d_a_n, d_next, a[t], steps, t, relu, 0, B)
+                np.matmul(dz[t], w_a.T, out=d_next)
+        elif chunks > 1:
+            k.backward_rows_parallel(dz, d_a, d_a_n, d_next, a, w_a, steps, relu, chunks)
+        else:
+            k.backward_rows(dz, d_a, d_a_n, d_next, a, w_a, steps, relu, 0, B)
+        dz_all = dz.reshape(T * B, H)
+        d_w_x = x.reshape(T * B, D).T @ dz_all                                   # one GEMM over all steps
+        d_w_a = a0.T @ dz[0]                                                     # A_{t-1}ᵀ·dZ_t: t=1 ...
+        if T > 1:
+            d_w_a += a[:-1].reshape((T - 1) * B, H).T @ dz[1:].reshape((T - 1) * B, H)  # ... and the rest
+        d_b_a = dz_all.sum(axis=0)
+        d_x = (dz_all @ w_x.T).reshape(T, B, D)                                  # one GEMM over all steps
+        return d_x, d_next, d_w_x, d_w_a, d_b_a

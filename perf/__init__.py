@@ -1,0 +1,1 @@
+"""rnnbackends' performance suite: backends timed side by side with PyTorch/cuDNN (``python -m perf``)."""

@@ -1,0 +1,47 @@
+"""python -m perf run --suite cpu|gpu [--quick] [--out DIR] ... | python -m perf compare OLD.json NEW.json."""
+import argparse
+import importlib
+import os
+import sys
+
+SUITES = ("cpu", "gpu")
+
+
+def _pin_threads(argv):
+    """--threads N sets the BLAS/OpenMP thread counts before NumPy, torch or numba are imported."""
+    if "--threads" in argv:
+        n = argv[argv.index("--threads") + 1]
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            os.environ[var] = n
+
+
+def main(argv=None):
+    """Parse the command, run a suite or compare two results."""
+    argv = sys.argv[1:] if argv is None else argv
+    _pin_threads(argv)
+    parser = argparse.ArgumentParser(prog="python -m perf", description="rnnbackends' performance suite")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="time a suite's grid and write <suite>.json/.md/.png")
+    run.add_argument("--suite", choices=SUITES, required=True)
+    run.add_argument("--out", default="perf/results", help="output folder (default: perf/results)")
+    cmp = commands.add_parser("compare", help="flag regressions of NEW against a saved OLD result")
+    cmp.add_argument("old")
+    cmp.add_argument("new")
+    cmp.add_argument("--tolerance", type=float, default=0.10, help="slower by more than this is a regression")
+    known, _ = parser.parse_known_args(argv)
+
+    from perf import runner
+    if known.command == "compare":
+        lines, regressions = runner.compare(known.old, known.new, known.tolerance)
+        print("\n".join(lines))
+        return 1 if regressions else 0
+    module = importlib.import_module(f"perf.{known.suite}")
+    module.add_arguments(run)
+    args = parser.parse_args(argv)
+    for path in runner.run(module, args, argv):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

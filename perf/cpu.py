@@ -1,0 +1,372 @@
+"""The CPU half of the perf suite: every available CPU backend against native ``torch.nn.RNN`` on the CPU.
+
+Grid (D = H, float32, tanh): latency (B=1; H 32, 64, 256, 512; T 96, 672), training (H 128, 256, 512 ×
+B 8, 32, 64 × T 64, 256), DeepBench's vanilla-RNN point scaled to this machine (H=1760, B=16, T=50), a long
+sequence (H=256, B=32, T=1000), and one shape for the forward-rate target (H=1024, B=64, T=32), which the
+issue's grid does not reach. Per shape and pass (forward, forward+backward): median wall time of repeats after
+warm-up, all at the same thread count; µs per step; speed-up over torch; recurrent GFLOP/s (2·B·H²·T per
+forward, 3× that per forward+backward, as in perf.gpu) and its fraction of the sgemm rate measured in the same
+run; peak memory of our backends (NumPy allocations seen by tracemalloc) beyond what they return, in copies
+of the states T·B·H.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+
+from perf import runner
+
+PEER = "torch"
+LATENCY = [(h, 1, t) for h in (32, 64, 256, 512) for t in (96, 672)]              # (H, B, T)
+TRAINING = [(h, b, t) for h in (128, 256, 512) for b in (8, 32, 64) for t in (64, 256)]
+DEEPBENCH = [(1760, 16, 50)]
+LONG = [(256, 32, 1000)]
+FORWARD_RATE = [(1024, 64, 32)]
+QUICK = [("latency", 64, 1, 96), ("latency", 512, 1, 96), ("training", 128, 8, 64), ("training", 256, 32, 64),
+         ("training", 512, 64, 64), ("deepbench", 1760, 16, 50)]
+SMALL_TIER = {"H_max": 256, "B_max": 32}                                           # the ≥ 3× target's shapes
+
+
+def shapes(quick=False):
+    """(group, H, B, T) of the grid, or of its --quick subset."""
+    if quick:
+        return list(QUICK)
+    groups = (("latency", LATENCY), ("training", TRAINING), ("deepbench", DEEPBENCH), ("long", LONG),
+              ("forward-rate", FORWARD_RATE))
+    return [(name, h, b, t) for name, grid in groups for h, b, t in grid]
+
+
+def add_arguments(parser):
+    """The CPU suite's options."""
+    parser.add_argument("--quick", action="store_true", help="six shapes, fewer repeats (under 2 minutes)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="threads for every impl: BLAS, OpenMP, numba and torch (default: all cores)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=15, help="at most this many timed calls")
+    parser.add_argument("--budget", type=float, default=1.5, help="seconds of timed calls per measurement")
+    parser.add_argument("--backends", default="", help="comma list (default: every available CPU backend)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--time-budget", type=float, default=3600.0, help="seconds; later shapes are skipped")
+    parser.add_argument("--no-compile-times", action="store_true", help="skip the numba compile-time probe")
+    return parser
+
+
+def _backends(names):
+    """{name: handle} of the requested, or every available, CPU backend."""
+    import rnnbackends
+    if names:
+        return {n: rnnbackends.get_backend(n) for n in names.split(",")}
+    return {i.name: rnnbackends.get_backend(i.name) for i in rnnbackends.list_backends()
+            if i.available and i.spec is not None and i.spec.device == "cpu"}
+
+
+def _problem(H, B, T, dtype):
+    """Inputs and output gradients of one shape (D = H), PyTorch's default initialisation."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    bound = 1 / np.sqrt(H)
+    arrays = {"x": rng.standard_normal((T, B, H)), "a0": rng.uniform(-0.5, 0.5, (B, H)),
+              "w_x": rng.uniform(-bound, bound, (H, H)), "w_a": rng.uniform(-bound, bound, (H, H)),
+              "b_a": rng.uniform(-bound, bound, (H,)), "d_a": rng.standard_normal((T, B, H)),
+              "d_a_n": rng.standard_normal((B, H))}
+    return {k: v.astype(dtype) for k, v in arrays.items()}
+
+
+def _ours(backend, p):
+    """(forward, forward+backward) closures through the contract."""
+    args = [p[k] for k in ("x", "a0", "w_x", "w_a", "b_a")]
+
+    def forward():
+        return backend.forward_sequence(*args)
+
+    def forward_backward():
+        _, _, saved = backend.forward_sequence(*args)
+        return backend.backward_sequence(saved, p["d_a"], p["d_a_n"])
+    return forward, forward_backward
+
+
+def _torch(p, threads):
+    """(forward, forward+backward) closures of native torch.nn.RNN with the same weights and gradients."""
+    import torch
+    torch.set_num_threads(threads)
+    T, B, D = p["x"].shape
+    H = p["w_a"].shape[0]
+    rnn = torch.nn.RNN(D, H, nonlinearity="tanh").to(getattr(torch, str(p["x"].dtype)))
+    with torch.no_grad():                                   # weight_ih = W_Xᵀ, weight_hh = W_Aᵀ, b_ih + b_hh = b_A
+        rnn.weight_ih_l0.copy_(torch.from_numpy(p["w_x"].T.copy()))
+        rnn.weight_hh_l0.copy_(torch.from_numpy(p["w_a"].T.copy()))
+        rnn.bias_ih_l0.copy_(torch.from_numpy(p["b_a"]))
+        rnn.bias_hh_l0.zero_()
+    x = torch.from_numpy(p["x"]).requires_grad_()
+    h0 = torch.from_numpy(p["a0"][None]).requires_grad_()
+    d_out, d_hn = torch.from_numpy(p["d_a"]), torch.from_numpy(p["d_a_n"][None])
+
+    def forward():
+        with torch.no_grad():
+            return rnn(x, h0)
+
+    def forward_backward():
+        rnn.zero_grad(set_to_none=True)
+        x.grad = h0.grad = None
+        out, h_n = rnn(x, h0)
+        torch.autograd.backward([out, h_n], [d_out, d_hn])
+    return forward, forward_backward
+
+
+def _peak_bytes(fn):
+    """(peak bytes NumPy allocated in one call of fn, bytes of the arrays it returned), seen by tracemalloc."""
+    tracemalloc.start()
+    try:
+        returned = fn()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak, sum(getattr(r, "nbytes", 0) for r in returned)
+
+
+def run_suite(args):
+    """Time every shape; returns the result dict perf's runner writes."""
+    import numpy as np
+    import torch
+    names_and_backends = _backends(args.backends)
+    if "numba" in names_and_backends:
+        import numba
+        numba.set_num_threads(args.threads)
+    ceiling, ceiling_by_n = runner.sgemm_gflops(dtype=args.dtype)
+    torch.set_num_threads(args.threads)
+    print(f"[cpu] sgemm ceiling {ceiling:.1f} GFLOP/s ({args.threads} threads); backends "
+          f"{', '.join(names_and_backends)} vs torch {torch.__version__}", file=sys.stderr)
+    warmup, repeats, budget = (1, 5, 0.5) if args.quick else (args.warmup, args.repeats, args.budget)
+    rows, started = [], time.monotonic()
+    for group, H, B, T in shapes(args.quick):
+        if time.monotonic() - started > args.time_budget:
+            rows.append({"group": group, "H": H, "B": B, "T": T, "skipped": "time budget"})
+            continue
+        p = _problem(H, B, T, args.dtype)
+        impls = {name: _ours(backend, p) for name, backend in names_and_backends.items()}
+        impls[PEER] = _torch(p, args.threads)
+        medians = {}
+        for impl, fns in impls.items():
+            for pass_name, fn in zip(runner.PASSES, fns):
+                ms, all_ms = runner.time_host(fn, warmup, repeats, budget)
+                medians[(impl, pass_name)] = ms
+                rows.append(_row(group, H, B, T, p, impl, pass_name, ms, all_ms, ceiling))
+                if impl != PEER:
+                    rows[-1]["peak_bytes"], rows[-1]["returned_bytes"] = _peak_bytes(fn)
+                    rows[-1]["path"] = getattr(names_and_backends[impl].impl, "path", lambda *a: "")(T, B, H)
+        for row in rows[-len(medians):]:
+            row[f"speedup_vs_{PEER}"] = medians[(PEER, row["pass"])] / row["median_ms"]
+        print(f"[cpu] {group} H={H} B={B} T={T}: " + ", ".join(
+            f"{i}/{'fb' if s != 'forward' else 'f'} {ms:.2f} ms" for (i, s), ms in medians.items()),
+            file=sys.stderr)
+    return {"suite": "cpu", "peer": PEER, "primary": "numba" if "numba" in names_and_backends else None,
+            "dtype": args.dtype, "threads": args.threads, "quick": args.quick,
+            "timing": {"warmup": warmup, "max_repeats": repeats, "budget_s": budget, "statistic": "median"},
+            "machine": _machine(args.threads),
+            "sgemm_gflops": ceiling, "sgemm_gflops_by_n": ceiling_by_n,
+            "compile": None if args.no_compile_times or "numba" not in names_and_backends else compile_times(),
+            "rows": rows, "targets": targets(rows, ceiling)}
+
+
+def _row(group, H, B, T, p, impl, pass_name, ms, all_ms, ceiling):
+    """One timed row."""
+    D = p["x"].shape[2]
+    passes = 1 if pass_name == "forward" else 3
+    recurrent = passes * 2 * B * H * H * T / (ms * 1e-3) / 1e9
+    return {"group": group, "H": H, "B": B, "T": T, "D": D, "dtype": str(p["x"].dtype), "impl": impl,
+            "pass": pass_name, "median_ms": ms, "repeats_ms": all_ms, "us_per_step": ms * 1e3 / T,
+            "gflops_recurrent": recurrent, "fraction_of_ceiling": recurrent / ceiling,
+            "gflops_all": passes * 2 * B * (D + H) * H * T / (ms * 1e-3) / 1e9,
+            "state_bytes": T * B * H * p["x"].itemsize}
+
+
+def _machine(threads):
+    """Versions and thread counts of everything timed."""
+    import numpy as np
+    import torch
+    info = {"numpy": np.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "threads": threads, "blas": _blas_name()}
+    try:
+        import numba
+        info.update(numba=numba.__version__, numba_threads=numba.get_num_threads(),
+                    numba_threading_layer=_threading_layer())
+    except ImportError:
+        pass
+    import rnnbackends
+    info["rnnbackends"] = rnnbackends.__version__
+    return info
+
+
+def _blas_name():
+    import numpy as np
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{blas['name']} {blas['version']}"
+    except Exception:  # older NumPy: no dict mode
+        return "unknown"
+
+
+def _threading_layer():
+    import numba
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet
+        return "not initialised"
+
+
+# -- numba compile cost ------------------------------------------------------------------------------
+
+_COMPILE_PROBE = r"""
+import json, sys, time
+import numpy as np
+t0 = time.perf_counter()
+import rnnbackends
+out = {"import_rnnbackends_s": time.perf_counter() - t0, "numba_imported_by_import": "numba" in sys.modules}
+backend = rnnbackends.get_backend("numba")
+rng = np.random.default_rng(0)
+for label, (T, B, H) in (("blocked", (3, 5, 8)), ("blocked_parallel", (64, 16, 256)), ("blas_step", (2, 16, 512))):
+    for dtype in ("float32", "float64"):
+        x, a0 = rng.standard_normal((T, B, H)).astype(dtype), np.zeros((B, H), dtype)
+        w = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)
+        calls = []
+        for _ in range(2):
+            t = time.perf_counter()
+            a, a_n, saved = backend.forward_sequence(x, a0, w, w, a0[0])
+            backend.backward_sequence(saved, np.ones_like(a))
+            calls.append(time.perf_counter() - t)
+        out[f"{label}_{dtype}"] = {"first_call_s": calls[0], "second_call_s": calls[1],
+                                   "path": backend.impl.path(T, B, H)}
+print(json.dumps(out))
+"""
+
+
+def compile_times():
+    """Cold compile (empty numba cache) and warm first-call (cache on disk) times, each in a fresh process."""
+    result = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        for state in ("cold", "warm"):
+            t = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", _COMPILE_PROBE], env=env, capture_output=True,
+                                  text=True, timeout=900)
+            if proc.returncode:
+                return {"error": proc.stderr[-2000:]}
+            result[state] = json.loads(proc.stdout.splitlines()[-1])
+            result[state]["process_s"] = time.perf_counter() - t
+    return result
+
+
+# -- targets and the table ---------------------------------------------------------------------------
+
+def targets(rows, ceiling, impl="numba"):
+    """The issue's targets, measured: small-tier geometric mean, worst shape, forward rate, memory."""
+    key = f"speedup_vs_{PEER}"
+    ours = [r for r in rows if not r.get("skipped") and r["impl"] == impl]
+    if not ours:
+        return {}
+    fb = [r for r in ours if r["pass"] == "forward+backward"]
+    small = [r[key] for r in fb if r["H"] <= SMALL_TIER["H_max"] and r["B"] <= SMALL_TIER["B_max"]]
+    worst = min(ours, key=lambda r: r[key])
+    big = [r for r in ours if r["pass"] == "forward" and r["H"] >= 1024 and r["B"] >= 64]
+    return {
+        "small_tier_fwd_bwd_geomean_speedup": runner.geomean(small), "small_tier_shapes": len(small),
+        "worst_speedup": worst[key], "worst_shape": {k: worst[k] for k in ("group", "H", "B", "T", "pass")},
+        "forward_fraction_of_sgemm_H1024_B64": max((r["fraction_of_ceiling"] for r in big), default=None),
+        "forward_all_flops_fraction_H1024_B64": max((r["gflops_all"] / ceiling for r in big), default=None),
+        "working_over_states_fwd_bwd": {f"{r['group']} H={r['H']} B={r['B']} T={r['T']}": _working(r)
+                                        for r in fb},
+    }
+
+
+def markdown(result):
+    """The CPU suite's tables: headline per group, targets, then every shape."""
+    run, m, key = result.get("run", {}), result["machine"], f"speedup_vs_{PEER}"
+    rows = runner.timed_rows(result)
+    impls = list(dict.fromkeys(r["impl"] for r in rows if r["impl"] != PEER))
+    lines = [f"# CPU suite — {run.get('cpu', '')}, {result['threads']} threads, {result['dtype']}", "",
+             f"{run.get('started_utc', '')}, commit {run.get('git_commit', '')[:12]}; numpy {m['numpy']} "
+             f"({m['blas']}), numba {m.get('numba', '-')} ({m.get('numba_threading_layer', '')}), torch "
+             f"{m['torch']} ({m['torch_threads']} threads). sgemm ceiling {result['sgemm_gflops']:.0f} GFLOP/s. "
+             f"Median of up to {result['timing']['max_repeats']} calls after {result['timing']['warmup']} "
+             f"warm-up. Load average (1/5/15 min) before {_load(run.get('load_before'))}, after "
+             f"{_load(run.get('load_after'))}: other processes shared this machine, so treat single "
+             f"shapes with care.", "", "## Headline: speed-up over torch.nn.RNN (geometric mean per group)", "",
+             "| group | shapes | " + " | ".join(f"{i} forward | {i} fwd+bwd" for i in impls) + " |",
+             "|---|---|" + "---|---|" * len(impls)]
+    for group in dict.fromkeys(r["group"] for r in rows):
+        cells = []
+        for impl in impls:
+            for pass_name in runner.PASSES:
+                ups = [r[key] for r in rows if r["group"] == group and r["impl"] == impl and r["pass"] == pass_name]
+                cells.append(f"{runner.geomean(ups):.2f}× (min {min(ups):.2f}×)" if ups else "")
+        n = len({(r["H"], r["B"], r["T"]) for r in rows if r["group"] == group})
+        lines.append(f"| {group} | {n} | " + " | ".join(cells) + " |")
+    t = result.get("targets") or {}
+    if t:
+        frac = t["forward_fraction_of_sgemm_H1024_B64"]
+        frac_all = t["forward_all_flops_fraction_H1024_B64"]
+        lines += ["", "## Targets (numba)", "",
+                  f"- forward+backward speed-up, geometric mean over the {t['small_tier_shapes']} shapes with "
+                  f"H ≤ 256 and B ≤ 32: **{t['small_tier_fwd_bwd_geomean_speedup']:.2f}×** (target ≥ 3×)",
+                  f"- worst speed-up over the grid: **{t['worst_speedup']:.2f}×** at {t['worst_shape']} "
+                  f"(target ≥ 1.0×)",
+                  "- forward at H ≥ 1024, B ≥ 64: recurrent FLOP rate (2·B·H²·T over the whole forward, input "
+                  "GEMM included) " + (f"**{frac:.0%}** of sgemm; all FLOPs (2·T·B·(D+H)·H) **{frac_all:.0%}**"
+                                       if frac is not None else "not measured") + " (target ≥ 60 %)",
+                  "- forward+backward working memory (peak NumPy allocation minus the returned gradients) in "
+                  "copies of the states T·B·H: median **{:.2f}×**, max {:.2f}× (A and dZ are two copies; H×H "
+                  "temporaries dominate where T·B is small)".format(
+                      statistics.median(t["working_over_states_fwd_bwd"].values()),
+                      max(t["working_over_states_fwd_bwd"].values()))]
+    comp = result.get("compile")
+    if comp and "cold" in comp:
+        lines += ["", "## numba compile cost (fresh process each)", "",
+                  "| kernel path, dtype | cold first call s | warm first call s (cache on disk) | second call s |",
+                  "|---|---|---|---|"]
+        for name, cold in comp["cold"].items():
+            if isinstance(cold, dict):
+                warm = comp["warm"][name]
+                lines.append(f"| {name} | {cold['first_call_s']:.2f} | {warm['first_call_s']:.3f} | "
+                             f"{warm['second_call_s']:.4f} |")
+        lines.append(f"\n`import rnnbackends`: {comp['warm']['import_rnnbackends_s']:.2f} s, imports numba: "
+                     f"{comp['warm']['numba_imported_by_import']}; whole cold process "
+                     f"{comp['cold']['process_s']:.1f} s, warm {comp['warm']['process_s']:.1f} s.")
+    lines += ["", "## Every shape", "",
+              "| group | H | B | T | pass | torch ms | " + " | ".join(
+                  f"{i} ms | {i} µs/step | {i} speed-up" for i in impls) + " | numba rec. GFLOP/s | of sgemm "
+              "| numba working / states | numba path |",
+              "|---|---|---|---|---|---|" + "---|---|---|" * len(impls) + "---|---|---|---|"]
+    index = {(r["group"], r["H"], r["B"], r["T"], r["pass"], r["impl"]): r for r in rows}
+    for r in rows:
+        if r["impl"] != PEER:
+            continue
+        shape = (r["group"], r["H"], r["B"], r["T"], r["pass"])
+        cells = []
+        for impl in impls:
+            o = index.get(shape + (impl,))
+            cells.append(f"{o['median_ms']:.2f} | {o['us_per_step']:.1f} | {o[key]:.2f}×" if o else " | | ")
+        nb = index.get(shape + ("numba",))
+        extra = (f"{nb['gflops_recurrent']:.1f} | {nb['fraction_of_ceiling']:.0%} | "
+                 f"{_working(nb):.2f} | {nb.get('path', '')}" if nb else " | | | ")
+        lines.append(f"| {r['group']} | {r['H']} | {r['B']} | {r['T']} | {r['pass']} | {r['median_ms']:.2f} | "
+                     + " | ".join(cells) + f" | {extra} |")
+    skipped = [r for r in result["rows"] if r.get("skipped")]
+    if skipped:
+        lines += ["", "Skipped: " + ", ".join(f"{r['group']} H={r['H']} B={r['B']} T={r['T']} ({r['skipped']})"
+                                              for r in skipped)]
+    return "\n".join(lines) + "\n"
+
+
+def _working(row):
+    """Peak allocation beyond the returned arrays, in copies of the states T·B·H."""
+    return (row["peak_bytes"] - row["returned_bytes"]) / row["state_bytes"]
+
+
+def _load(values):
+    return "/".join(f"{v:.2f}" for v in values) if values else "n/a"

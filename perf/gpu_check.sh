@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# One command for a GPU node (CUDA, CuPy, PyTorch, numba, pluggy and pytest installed; no network needed):
+#   bash perf/gpu_check.sh OUT_DIR
+# installs this checkout without dependencies, prints the device, runs the conformance kit and the GPU
+# tests on the real device, compute-sanitizer (memcheck, racecheck, synccheck) on one small case of each
+# kernel, then the GPU perf grid; writes gpu.json, gpu.md, summary.md and every log under OUT_DIR.
+# Budget: under 8 minutes on one H100. Exit status: 0 only if every step passed.
+set -uo pipefail
+
+OUT=${1:?usage: bash perf/gpu_check.sh OUT_DIR}
+PY=${PYTHON:-python}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+cd "$HERE"
+unset RNNBACKENDS_CUPY_EMULATE RNNBACKENDS_CUPY_PATH
+export CUPY_TF32=0 PYTHONUNBUFFERED=1
+SUMMARY="$OUT/summary.md"
+START=$(date +%s)
+FAILED=0
+echo "# gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')" >"$SUMMARY"
+echo >>"$SUMMARY"
+
+step() {  # step NAME TIMEOUT_S COMMAND...: run with a time limit, log to OUT/NAME.log, record the status
+    local name=$1 limit=$2
+    shift 2
+    local t0=$(date +%s)
+    echo "=== $name: $*"
+    timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.log" 2>&1
+    local rc=$?
+    tail -n 25 "$OUT/$name.log"
+    local status=passed
+    [ $rc -ne 0 ] && status="FAILED (exit $rc$([ $rc -eq 124 ] && echo ', timed out'))" && FAILED=1
+    echo "- $name: $status in $(( $(date +%s) - t0 )) s (log: $name.log)" | tee -a "$SUMMARY"
+}
+
+step install 120 "$PY" -m pip install --no-deps --no-build-isolation -e .
+
+step device 60 bash -c "nvidia-smi; $PY - <<'EOF'
+import cupy, torch
+from rnnbackends_cupy.backend import CupyBackend
+p = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+print('device:', p['name'], 'sm_%d%d' % (p['major'], p['minor']), p['multiProcessorCount'], 'SMs',
+      p.get('sharedMemPerBlockOptin'), 'B shared/block opt-in, cooperative', p.get('cooperativeLaunch'))
+print('cupy', cupy.__version__, 'CUDA runtime', cupy.cuda.runtime.runtimeGetVersion(),
+      'driver', cupy.cuda.runtime.driverGetVersion(), '| torch', torch.__version__, 'cuDNN', torch.backends.cudnn.version())
+print('cupy backend:', CupyBackend.availability())
+import os; print('CUDA_PATH:', os.environ.get('CUDA_PATH'), '| cupy.cuda.get_cuda_path():', cupy.cuda.get_cuda_path())
+EOF
+$PY -m rnnbackends.cli backends || rnnbackends backends"
+
+if command -v nvcc >/dev/null; then
+    step nvcc 180 "$PY" -m pytest -q -s -p no:cacheprovider tests/test_cupy_nvcc.py
+fi
+
+step kit 240 env RNNBACKENDS_TEST_BACKEND=cupy "$PY" -m pytest -q -p no:cacheprovider --pyargs rnnbackends.testing
+
+step gpu_tests 300 "$PY" -m pytest -q -p no:cacheprovider tests/test_cupy_gpu.py \
+    --deselect "tests/test_cupy_gpu.py::test_conformance_kit_on_device[auto]"  # the kit step ran auto
+
+# One small case per kernel: the persistent pair (cooperative) and the step pair (eagerly, then as a graph).
+cat >"$OUT/sanitize_case.py" <<'EOF'
+import os, sys
+import cupy, numpy as np
+from rnnbackends.testing import make_case
+from rnnbackends_cupy.backend import CupyBackend
+be = CupyBackend()
+for path, B in (("persistent", 3), ("graph", 6)):
+    os.environ["RNNBACKENDS_CUPY_PATH"] = path
+    for dtype in ("float32", "float64"):
+        arrays, lengths = make_case(5, B, 3, 40, dtype, lengths=[5, 2, 1, 4, 5, 3][:B])
+        a, a_n, saved = be.forward_sequence(*map(cupy.asarray, arrays), lengths=lengths)
+        be.backward_sequence(saved, cupy.ones_like(a), cupy.ones_like(a_n))
+cupy.cuda.Device().synchronize()
+print("sanitizer case ran; persistent_error =", be.device.persistent_error)
+sys.exit(1 if be.device.persistent_error else 0)
+EOF
+SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+if [ -x "$SAN" ]; then
+    for tool in memcheck racecheck synccheck; do
+        step "sanitizer_$tool" 150 env RNNBACKENDS_CUPY_GRAPHS=0 "$SAN" --tool "$tool" --error-exitcode 3 \
+            "$PY" "$OUT/sanitize_case.py"
+    done
+    step sanitizer_memcheck_graphs 150 "$SAN" --tool memcheck --error-exitcode 3 "$PY" "$OUT/sanitize_case.py"
+else
+    echo "- compute-sanitizer: not found, skipped" | tee -a "$SUMMARY"
+    FAILED=1
+fi
+
+ELAPSED=$(( $(date +%s) - START ))
+BUDGET=$(( 450 - ELAPSED ))  # leave the perf grid what is left of ~7.5 minutes
+[ $BUDGET -lt 60 ] && BUDGET=60
+if [ -f perf/__main__.py ] && "$PY" -m perf run --help 2>/dev/null | grep -q -- "--suite"; then
+    step perf 420 "$PY" -m perf run --suite gpu --out "$OUT" --time-budget "$BUDGET"
+else
+    step perf 420 "$PY" -m perf.gpu --out "$OUT" --time-budget "$BUDGET"
+fi
+[ -f "$OUT/gpu.md" ] && cat "$OUT/gpu.md"
+
+echo "- total: $(( $(date +%s) - START )) s" | tee -a "$SUMMARY"
+echo
+cat "$SUMMARY"
+echo "results in $OUT (commit them under perf/results/)"
+exit $FAILED

@@ -1,0 +1,253 @@
+"""The perf suite's runner: timing, machine facts, the GEMM ceiling, JSON/Markdown/PNG output and ``compare``.
+
+Suites live beside this file as modules ``perf.<suite>`` (``perf.cpu``, ``perf.gpu``); ``python -m perf run
+--suite NAME`` imports one and needs from it only:
+
+    add_arguments(parser)   adds the suite's own options (``--quick`` included) to the ``run`` parser;
+    run_suite(args) -> dict times the grid and returns a result:
+        {"suite": NAME, "machine": {...}, "rows": [row, ...], ...anything else the suite wants to keep}
+        where each timed row has at least
+        group, H, B, T, impl, pass ("forward" | "forward+backward"), median_ms, us_per_step
+        (and, where known, D, dtype, repeats_ms, speedup_vs_<peer>, fraction_of_...), and a row that
+        was not timed has group, H, B, T and "skipped": why;
+    markdown(result) -> str (optional)  the suite's own table; without it ``markdown`` below is used;
+    PEER = "torch" | "cudnn" (optional)  the impl that speed-ups are measured against (also read from
+        result["peer"]; for "gpu" it defaults to "cudnn", for "cpu" to "torch").
+
+The runner adds result["run"] (command line, UTC time, git commit, Python, load average before and after,
+since other processes on a shared machine disturb timings) and writes ``<suite>.json``, ``<suite>.md`` and
+``<suite>.png`` (speed-up over the peer against H, one line per B, one panel per pass) under ``--out``.
+``python -m perf compare OLD.json NEW.json`` matches rows on (suite, group, H, B, T, D, dtype, impl, pass)
+and flags every median that got slower by more than ``--tolerance``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+DEFAULT_PEERS = {"cpu": "torch", "gpu": "cudnn"}
+PASSES = ("forward", "forward+backward")
+ROW_KEY = ("group", "H", "B", "T", "D", "dtype", "impl", "pass")
+
+
+# -- timing and the machine ---------------------------------------------------------------------------
+
+def time_host(fn, warmup=2, repeats=10, budget_s=1.0, min_repeats=3):
+    """Median and all wall-clock milliseconds of fn() after warm-up; stops early once budget_s is spent."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    started = time.perf_counter()
+    while len(times) < repeats and (len(times) < min_repeats or time.perf_counter() - started < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), times
+
+
+def sgemm_gflops(sizes=(1024, 2048), dtype="float32"):
+    """The best GFLOP/s of square NumPy GEMMs (the BLAS our CPU backends call) at these sizes."""
+    import numpy as np
+    best = {}
+    for n in sizes:
+        a = np.random.default_rng(0).standard_normal((n, n)).astype(dtype)
+        b, c = a.copy(), np.empty_like(a)
+        ms, _ = time_host(lambda: np.matmul(a, b, out=c), warmup=2, repeats=10, budget_s=2.0)
+        best[n] = 2 * n ** 3 / (ms * 1e-3) / 1e9
+    return max(best.values()), best
+
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo (or platform)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit():
+    """HEAD's hash, with '+dirty' when the working tree has changes; '' outside a checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + ("+dirty" if head and dirty else "")
+
+
+def load_average():
+    """The 1, 5 and 15 minute load averages (None where the OS has none)."""
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
+
+
+def run_info(argv):
+    """What the runner records about this run before the suite starts."""
+    return {"command": "python -m perf " + " ".join(argv), "started_utc": _utc_now(), "git_commit": git_commit(),
+            "python": platform.python_version(), "platform": platform.platform(), "host": platform.node(),
+            "cpu": cpu_model(), "cpu_count": os.cpu_count(), "load_before": load_average(),
+            "note": "the load averages show how busy the machine was: other processes disturb timings"}
+
+
+def _utc_now():
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- running a suite and writing its outputs ---------------------------------------------------------
+
+def run(module, args, argv):
+    """Run one suite module, add the run's facts and write JSON, Markdown and PNG under args.out."""
+    info = run_info(argv)
+    started = time.perf_counter()
+    result = module.run_suite(args)
+    info.update(finished_utc=_utc_now(), wall_s=round(time.perf_counter() - started, 1),
+                load_after=load_average())
+    result["run"] = info
+    return write_outputs(result, module, args.out)
+
+
+def peer_of(result, module=None):
+    """The impl speed-ups are measured against."""
+    return result.get("peer") or getattr(module, "PEER", None) or DEFAULT_PEERS.get(result.get("suite"))
+
+
+def write_outputs(result, module, out_dir):
+    """<suite>.json, <suite>.md and <suite>.png under out_dir; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    suite = result.get("suite", "suite")
+    paths = [out / f"{suite}.json", out / f"{suite}.md", out / f"{suite}.png"]
+    paths[0].write_text(json.dumps(result, indent=1, default=float) + "\n")
+    text = module.markdown(result) if hasattr(module, "markdown") else markdown(result, peer_of(result, module))
+    paths[1].write_text(text)
+    if not plot(result, peer_of(result, module), paths[2]):
+        paths.pop()
+    return paths
+
+
+def timed_rows(result):
+    """The rows that hold a timing."""
+    return [r for r in result["rows"] if not r.get("skipped")]
+
+
+def speedups(result, peer, impl):
+    """{(group, H, B, T, pass): peer median / impl median} for every shape both timed."""
+    by_key = {}
+    for r in timed_rows(result):
+        by_key.setdefault((r["group"], r["H"], r["B"], r["T"], r["pass"]), {})[r["impl"]] = r["median_ms"]
+    return {k: v[peer] / v[impl] for k, v in by_key.items() if peer in v and impl in v}
+
+
+def primary_impl(result, peer):
+    """The backend the suite is about: result["primary"], else the first impl that is not the peer."""
+    if result.get("primary"):
+        return result["primary"]
+    return next((r["impl"] for r in timed_rows(result) if r["impl"] != peer), None)
+
+
+def geomean(values):
+    """Geometric mean (nan when empty)."""
+    values = list(values)
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def markdown(result, peer):
+    """A generic table: one line per shape, pass and impl, with the speed-up over the peer."""
+    lines = [f"# {result.get('suite', '')} suite", "",
+             "| group | H | B | T | pass | impl | median ms | µs/step | speed-up vs " + f"{peer} |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    ratio = {}
+    for r in timed_rows(result):
+        ratio.setdefault((r["group"], r["H"], r["B"], r["T"], r["pass"]), {})[r["impl"]] = r["median_ms"]
+    for r in timed_rows(result):
+        times = ratio[(r["group"], r["H"], r["B"], r["T"], r["pass"])]
+        up = f"{times[peer] / r['median_ms']:.2f}×" if peer in times else ""
+        lines.append(f"| {r['group']} | {r['H']} | {r['B']} | {r['T']} | {r['pass']} | {r['impl']} | "
+                     f"{r['median_ms']:.3f} | {r['us_per_step']:.2f} | {up} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result, peer, path):
+    """Speed-up of the primary impl over the peer against H, one line per B (geometric mean over T)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install -e '.[plot]')", file=sys.stderr)
+        return False
+    impl = primary_impl(result, peer)
+    ups = speedups(result, peer, impl)
+    if not ups:
+        return False
+    fig, axes = plt.subplots(1, len(PASSES), figsize=(6 * len(PASSES), 4.5), squeeze=False)
+    for ax, pass_name in zip(axes[0], PASSES):
+        per_b = {}
+        for (group, H, B, T, p), up in ups.items():
+            if p == pass_name:
+                per_b.setdefault(B, {}).setdefault(H, []).append(up)
+        for B in sorted(per_b):
+            hs = sorted(per_b[B])
+            ax.plot(hs, [geomean(per_b[B][h]) for h in hs], marker="o", label=f"B={B}")
+        ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("H (hidden units)")
+        ax.set_ylabel(f"speed-up of {impl} over {peer}")
+        ax.set_title(f"{pass_name} (geometric mean over T)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    run = result.get("run", {})
+    fig.suptitle(f"{result.get('suite', '')} suite: {impl} vs {peer} — {run.get('cpu', '')} "
+                 f"({run.get('started_utc', '')})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# -- compare ----------------------------------------------------------------------------------------
+
+def compare(old_path, new_path, tolerance=0.10):
+    """Lines describing every matched row and the number of regressions (slower by more than tolerance)."""
+    old, new = (json.loads(Path(p).read_text()) for p in (old_path, new_path))
+    old_rows = {_row_key(old, r): r for r in timed_rows(old)}
+    lines = [f"| group | H | B | T | impl | pass | old ms | new ms | new/old | |", "|---|---|---|---|---|---|---|---|---|---|"]
+    regressions = 0
+    for r in timed_rows(new):
+        before = old_rows.get(_row_key(new, r))
+        if before is None:
+            continue
+        ratio = r["median_ms"] / before["median_ms"]
+        flag = ""
+        if ratio > 1 + tolerance:
+            flag, regressions = "REGRESSION", regressions + 1
+        elif ratio < 1 / (1 + tolerance):
+            flag = "faster"
+        lines.append(f"| {r['group']} | {r['H']} | {r['B']} | {r['T']} | {r['impl']} | {r['pass']} | "
+                     f"{before['median_ms']:.3f} | {r['median_ms']:.3f} | {ratio:.2f} | {flag} |")
+    loads = [d.get("run", {}).get("load_before") for d in (old, new)]
+    lines.append("")
+    lines.append(f"{regressions} regression(s) beyond {tolerance:.0%}; load average before each run: "
+                 f"old {loads[0]}, new {loads[1]}")
+    return lines, regressions
+
+
+def _row_key(result, row):
+    return (result.get("suite"),) + tuple(row.get(k) for k in ROW_KEY)

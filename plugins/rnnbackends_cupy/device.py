@@ -1,0 +1,243 @@
+"""Where the cupy backend's kernels run: a CUDA device through CuPy, or the CPU emulator (NumPy arrays).
+
+Both devices offer the same small vocabulary, so the backend's host code is one code path:
+``xp``, ``limits``, ``kernel(name, dtype)(grid, block, args, shared_mem=0)``, ``gemm(a, b, out)`` and
+``capture(record) -> graph`` with ``graph.launch()``.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+# Which .cu file holds which kernel, and whether its module is launched cooperatively (grid_sync inside).
+MODULES = {
+    "persistent.cu": (("rnn_forward_persistent", "rnn_backward_persistent"), True),
+    "step.cu": (("rnn_forward_step", "rnn_backward_step"), False),
+    "selftest.cu": (("selftest_reverse", "selftest_divergent", "selftest_warp_sum", "selftest_divergent_shuffle"),
+                    False),
+}
+KERNEL_MODULE = {k: f for f, (ks, _) in MODULES.items() for k in ks}
+CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+
+class Limits(NamedTuple):
+    """The device limits the path choice reads (chain.choose_path)."""
+
+    blocks: int                # blocks a cooperative launch may keep resident (one per SM)
+    shared_bytes: int          # dynamic shared memory one block may use
+    threads: int               # threads per persistent block (a multiple of 32)
+    persistent_max_batch: int  # policy: larger batches take the per-step graph path
+    cooperative: bool          # cooperative launch supported
+    emulated: bool
+
+
+# In emulation the limits are pretended small, so that the conformance kit's shapes (B ≤ 8, H ≤ 64)
+# run BOTH paths (B ≤ 4 persistent, B > 4 graph) and the persistent kernels span several blocks
+# (up to 4, of 2 warps each). RNNBACKENDS_CUPY_PATH=persistent|graph forces a path where it fits.
+EMULATED_LIMITS = Limits(blocks=4, shared_bytes=16 * 1024, threads=64, persistent_max_batch=4,
+                         cooperative=True, emulated=True)
+
+
+def emulate_requested() -> bool:
+    """RNNBACKENDS_CUPY_EMULATE=1: run the backend on the CPU emulator."""
+    return os.environ.get("RNNBACKENDS_CUPY_EMULATE", "") not in ("", "0")
+
+
+def kernel_source(filename: str) -> str:
+    """A .cu file with its local #include "..." headers inlined (so CuPy's cache key covers them)."""
+    seen = set()
+
+    def expand(name):
+        if name in seen:
+            return ""
+        seen.add(name)
+        text = (HERE / name).read_text()
+        return re.sub(r'^#include "([^"]+)"\s*$', lambda m: expand(m.group(1)), text, flags=re.M)
+
+    return expand(filename).replace("#pragma once", "")
+
+
+class EmulatedGraph:
+    """A recorded sequence of launches and GEMMs, replayed by launch() (what a CUDA graph is on a GPU)."""
+
+    def __init__(self, ops):
+        self.ops = ops
+
+    def launch(self):
+        """Replay every recorded operation in order."""
+        for op in self.ops:
+            op()
+
+
+class EmulatedDevice:
+    """The CPU stand-in: NumPy arrays, GEMMs through NumPy, every kernel through the fiber emulator."""
+
+    xp = np
+    limits = EMULATED_LIMITS
+    name = "CPU emulator"
+    persistent_error = None  # the emulator never switches the persistent path off: its errors raise
+
+    def __init__(self, defines=()):
+        from . import emulator
+
+        self.library = emulator.library(tuple(defines))
+        self._recording = None
+
+    def describe(self):
+        """One line for availability() and the perf report."""
+        return f"emulated on the CPU (kernels from {self.library.path.name}, limits {tuple(self.limits)[:4]})"
+
+    def kernel(self, name, dtype):
+        """The launcher of kernel `name` instantiated for `dtype`."""
+        expr = f"{name}<{CTYPE[np.dtype(dtype)]}>"
+        cooperative = MODULES[KERNEL_MODULE[name]][1]
+
+        def launch(grid, block, args, shared_mem=0):
+            run = functools.partial(self.library.launch, expr, grid, block, args, shared_mem, cooperative)
+            self._run(run)
+
+        return launch
+
+    def gemm(self, a, b, out):
+        """out = a @ b."""
+        self._run(functools.partial(np.matmul, a, b, out=out))
+
+    def capture(self, record):
+        """Record what `record()` launches without running it; returns a graph to launch() later."""
+        self._recording = []
+        try:
+            record()
+            return EmulatedGraph(self._recording)
+        finally:
+            self._recording = None
+
+    def _run(self, op):
+        if self._recording is not None:
+            self._recording.append(op)
+        else:
+            op()
+
+
+class CudaDevice:
+    """A CUDA device through CuPy: RawModules compiled lazily per device, cuBLAS GEMMs, CUDA graphs."""
+
+    name = "CUDA"
+
+    def __init__(self):
+        import cupy
+
+        self.xp = cupy
+        self.cupy = cupy
+        self.id = cupy.cuda.Device().id
+        props = cupy.cuda.runtime.getDeviceProperties(self.id)
+        self.props = props
+        self.limits = Limits(blocks=int(props["multiProcessorCount"]),
+                             shared_bytes=int(props.get("sharedMemPerBlockOptin", props["sharedMemPerBlock"])),
+                             threads=256, persistent_max_batch=32,
+                             cooperative=bool(props.get("cooperativeLaunch", 1)), emulated=False)
+        self._modules = {}
+        self._functions = {}
+        self._capture_stream = None
+        self.persistent_error = None  # set if the persistent kernels failed here (chain._persistent_failed)
+        self.graphs_enabled = os.environ.get("RNNBACKENDS_CUPY_GRAPHS", "1") not in ("0", "")
+
+    def describe(self):
+        """One line for availability() and the perf report."""
+        name = self.props["name"]
+        name = name.decode() if isinstance(name, bytes) else name
+        return (f"{name} (sm_{self.props['major']}{self.props['minor']}, {self.limits.blocks} SMs, "
+                f"{self.limits.shared_bytes // 1024} KiB shared/block), CuPy {self.cupy.__version__}")
+
+    def module(self, filename):
+        """The RawModule of one .cu file (compiled by NVRTC on first use, then cached by CuPy on disk)."""
+        if filename not in self._modules:
+            kernels, cooperative = MODULES[filename]
+            self._modules[filename] = self.cupy.RawModule(
+                code=kernel_source(filename), options=("-std=c++17",),
+                name_expressions=[f"{k}<{t}>" for k in kernels for t in ("float", "double")],
+                enable_cooperative_groups=cooperative)
+        return self._modules[filename]
+
+    def kernel(self, name, dtype):
+        """The launcher of kernel `name` instantiated for `dtype` (cooperative where the module is)."""
+        key = (name, np.dtype(dtype))
+        if key not in self._functions:
+            fn = self.module(KERNEL_MODULE[name]).get_function(f"{name}<{CTYPE[np.dtype(dtype)]}>")
+            self._functions[key] = [fn, 48 * 1024]
+
+        entry = self._functions[key]
+        cooperative = MODULES[KERNEL_MODULE[name]][1]
+
+        def launch(grid, block, args, shared_mem=0):
+            fn, allowed = entry
+            if shared_mem > allowed:  # opt in to more than 48 KiB of dynamic shared memory
+                fn.max_dynamic_shared_size_bytes = int(shared_mem)
+                entry[1] = int(shared_mem)
+            with warnings.catch_warnings():
+                if cooperative:  # CuPy shrinks a too-large cooperative grid with a warning: that would
+                    warnings.simplefilter("error")  # drop W_A slices, so it must fail (and fall back) instead
+                fn(tuple(grid), tuple(block), tuple(args), shared_mem=int(shared_mem))
+
+        return launch
+
+    def gemm(self, a, b, out):
+        """out = a @ b through cuBLAS."""
+        self.cupy.matmul(a, b, out=out)
+
+    def capture(self, record):
+        """Capture what `record()` launches into a CUDA graph (on a side stream); None if graphs are off."""
+        if not self.graphs_enabled:
+            return None
+        record()  # warm-up outside capture: loads modules and sets up cuBLAS (no allocation while capturing)
+        self.cupy.cuda.get_current_stream().synchronize()
+        if self._capture_stream is None:
+            self._capture_stream = self.cupy.cuda.Stream(non_blocking=True)
+        stream = self._capture_stream
+        with stream:
+            stream.begin_capture()
+            try:
+                record()
+            finally:
+                graph = stream.end_capture()
+        return _CudaGraph(graph, self.cupy)
+
+
+class _CudaGraph:
+    """A captured CUDA graph, launched on the caller's current stream."""
+
+    def __init__(self, graph, cupy):
+        self.graph, self.cupy = graph, cupy
+
+    def launch(self):
+        """Launch the whole captured loop at once."""
+        self.graph.launch()  # on CuPy's current stream
+
+
+def get_device():
+    """The device of this call: emulated if RNNBACKENDS_CUPY_EMULATE=1, else CuPy's current device."""
+    if emulate_requested():
+        return _emulated()
+    import cupy
+
+    return _cuda(cupy.cuda.Device().id)
+
+
+@functools.cache
+def _emulated():
+    return EmulatedDevice()
+
+
+@functools.cache
+def _cuda(device_id):
+    import cupy
+
+    with cupy.cuda.Device(device_id):
+        return CudaDevice()

@@ -1,0 +1,1 @@
+"""Airline passengers and yearly sunspots; see SOURCE.md."""

@@ -1,0 +1,203 @@
+"""Many-to-many part-of-speech tagging: FORM -> UPOS on Universal Dependencies English-EWT (CoNLL-U)."""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import conllu
+import numpy as np
+
+from .. import checkpoint
+from ..data import WORD, Batch, Vocabulary, minibatches
+from ..layers import to_host
+from ..losses import categorical_cross_entropy
+from ..models import FeatureTagger
+from ..optimizers import Adam
+from . import TaskResult
+from .runs import epoch_rng, shared_data, train_resumable
+
+UPOS = ["ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT",
+        "SCONJ", "SYM", "VERB", "X"]                                       # the 17 universal tags
+EXAMPLES = ["I like red apples", "The quick brown fox jumps over the lazy dog.",
+            "Yesterday Maria emailed the unhappy customers in Zurich."]
+HYPERPARAMETERS = dict(embed_dim=48, hidden_size=128, num_layers=1, bidirectional=True, dropout=0.3,
+                       embed_dropout=0.2)
+TRAINING = dict(lr=0.003, batch_size=32, epochs=12, clip_norm=5.0, word_dropout=0.1)
+
+
+def read_conllu(path):
+    """(words, UPOS tags) per sentence of a CoNLL-U file; multiword-token ranges (1-2) and empty nodes (1.1) skipped."""
+    sentences = []
+    with open(path, encoding="utf-8") as f:
+        try:
+            for sentence in conllu.parse_incr(f):
+                tokens = [t for t in sentence if isinstance(t["id"], int)]
+                if tokens:
+                    sentences.append(([t["form"] for t in tokens], [t["upos"] for t in tokens]))
+        except conllu.exceptions.ParseException as exc:
+            raise ValueError(f"{path}: not CoNLL-U ({exc})") from None
+    if not sentences:
+        raise ValueError(f"{path}: no sentences (expected CoNLL-U: 10 TAB-separated columns per token line)")
+    for words, tags in sentences:
+        unknown = set(tags) - set(UPOS)
+        if unknown:
+            raise ValueError(f"{path}: tags {sorted(unknown)} are not UPOS tags (sentence {' '.join(words)[:60]!r})")
+    return sentences
+
+
+def conllu_files(data):
+    """The train, dev and test CoNLL-U files of a folder (names containing train/dev/test)."""
+    folder = Path(data) if data else shared_data("pos")
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: expected a folder with *train*.conllu, *dev*.conllu and *test*.conllu")
+    files = []
+    for part in ("train", "dev", "test"):
+        found = sorted(folder.glob(f"*{part}*.conllu"))
+        if not found:
+            raise ValueError(f"{folder}: no *{part}*.conllu file")
+        files.append(found[0])
+    return files
+
+
+def shape(word):
+    """The word's shape: X for capitals, x for lower case, d for digits, repeats collapsed (``Zurich`` -> ``Xx``)."""
+    classes = ["X" if c.isupper() else "x" if c.islower() else "d" if c.isdigit() else c for c in word]
+    return "".join(c for i, c in enumerate(classes) if i == 0 or c != classes[i - 1])[:6]
+
+
+def features(word):
+    """The F = 5 feature strings of one word: lower-cased form, its last 1, 2 and 3 letters, and its shape."""
+    lower = word.lower()
+    return [f"w:{lower}", f"s1:{lower[-1:]}", f"s2:{lower[-2:]}", f"s3:{lower[-3:]}", f"shape:{shape(word)}"]
+
+
+NUM_FEATURES = len(features("x"))
+
+
+def encode_sentence(vocabulary, words):
+    """Words -> feature ids (L, F)."""
+    return np.array([vocabulary.encode(features(w)) for w in words], dtype=np.int64).reshape(len(words), NUM_FEATURES)
+
+
+def pad_features(encoded):
+    """Feature-id arrays (L_b, F) -> ids (T, B, F) padded with 0, and lengths (B,)."""
+    lengths = np.array([len(e) for e in encoded], dtype=np.int64)
+    ids = np.zeros((int(lengths.max()), len(encoded), NUM_FEATURES), dtype=np.int64)   # (T, B, F)
+    for b, e in enumerate(encoded):
+        ids[:len(e), b] = e
+    return ids, lengths
+
+
+def batches_of(encoded, tag_ids, indices, batch_size, rng=None, word_dropout=0.0, unk_id=1):
+    """Padded Batches; in training each word id becomes ``<unk>`` with probability ``word_dropout``."""
+    out = []
+    for chunk in minibatches(len(indices), batch_size, rng):
+        rows = indices[chunk]
+        ids, lengths = pad_features([encoded[i] for i in rows])
+        if word_dropout:
+            dropped = rng.random(ids.shape[:2]) < word_dropout                   # (T, B)
+            ids[:, :, 0] = np.where(dropped & (ids[:, :, 0] > 0), unk_id, ids[:, :, 0])
+        targets, _ = pad_features([np.repeat(tag_ids[i][:, None], NUM_FEATURES, axis=1) for i in rows])
+        mask = np.arange(ids.shape[0])[:, None] < lengths[None, :]             # (T, B)
+        out.append(Batch((ids, lengths), targets[:, :, 0], mask))
+    return out
+
+
+def predict_tags(model, encoded, batch_size=256):
+    """The most probable tag id of every word: a list of (L,) arrays."""
+    model.eval()
+    predictions = []
+    for chunk in minibatches(len(encoded), batch_size):
+        ids, lengths = pad_features([encoded[i] for i in chunk])
+        best = to_host(model.forward(ids, lengths)).argmax(axis=-1)              # (T, B)
+        predictions += [best[:lengths[b], b] for b in range(len(chunk))]
+    return predictions
+
+
+def most_frequent_tag(train_sentences):
+    """The baseline tagger: each training word's most frequent tag, and the overall most frequent one for the rest."""
+    per_word, overall = {}, Counter()
+    for words, tags in train_sentences:
+        for w, t in zip(words, tags):
+            per_word.setdefault(w.lower(), Counter())[t] += 1
+            overall[t] += 1
+    default = overall.most_common(1)[0][0]
+    return lambda word: per_word[word.lower()].most_common(1)[0][0] if word.lower() in per_word else default
+
+
+def accuracies(predicted, gold, oov):
+    """(all-token accuracy, OOV-token accuracy) from flat arrays of predicted and gold tags and an OOV mask."""
+    correct = predicted == gold
+    return float(correct.mean()), float(correct[oov].mean())
+
+
+def train(data=None, backend=None, epochs=None, seed=0, save=None, progress=True, log=None, resume=False):
+    """Train the feature tagger on train, select on dev, report test accuracy (all and OOV) against the baseline."""
+    started = time.perf_counter()
+    train_s, dev_s, test_s = (read_conllu(f) for f in conllu_files(data))
+    vocabulary = Vocabulary.build(features(w) for words, _ in train_s for w in words)
+    encoded = {name: [encode_sentence(vocabulary, words) for words, _ in part]
+               for name, part in (("train", train_s), ("dev", dev_s), ("test", test_s))}
+    tag_ids = {name: [np.array([UPOS.index(t) for t in tags]) for _, tags in part]
+               for name, part in (("train", train_s), ("dev", dev_s), ("test", test_s))}
+    model = FeatureTagger(len(vocabulary), NUM_FEATURES, len(UPOS), **HYPERPARAMETERS, backend=backend, seed=seed)
+    optimizer = Adam(TRAINING["lr"])
+    train_idx = np.arange(len(train_s))
+
+    def validate(m):
+        """Dev loss and accuracy."""
+        losses, correct, total = [], 0, 0
+        for batch in batches_of(encoded["dev"], tag_ids["dev"], np.arange(len(dev_s)), 256):
+            logits = m.forward(*batch.inputs)
+            loss, _ = categorical_cross_entropy(logits, batch.targets, batch.mask)
+            losses.append(loss * batch.mask.sum())
+            correct += int(((to_host(logits).argmax(-1) == batch.targets) & batch.mask).sum())
+            total += int(batch.mask.sum())
+        return {"val_loss": sum(losses) / total, "val_accuracy": correct / total}
+
+    epochs = TRAINING["epochs"] if epochs is None else epochs
+    meta = {"task": "tagging", "vocabulary": vocabulary.tokens, "tags": UPOS}
+    history, best = train_resumable(
+        model, optimizer, categorical_cross_entropy,
+        lambda epoch: batches_of(encoded["train"], tag_ids["train"], train_idx, TRAINING["batch_size"],
+                                 epoch_rng(seed, epoch), TRAINING["word_dropout"], vocabulary.unk_id),
+        validate, epochs=epochs, save=save, resume=resume, meta=meta, monitor="val_accuracy", higher_is_better=True,
+        clip_norm=TRAINING["clip_norm"], progress=progress, log=log, description="tagging")
+    train_words = {w.lower() for words, _ in train_s for w in words}
+    test_words = [w for words, _ in test_s for w in words]
+    gold = np.concatenate(tag_ids["test"])
+    oov = np.array([w.lower() not in train_words for w in test_words])
+    ours = accuracies(np.concatenate(predict_tags(model, encoded["test"])), gold, oov)
+    baseline_tagger = most_frequent_tag(train_s)
+    baseline = accuracies(np.array([UPOS.index(baseline_tagger(w)) for w in test_words]), gold, oov)
+    examples = tag_lines(model, vocabulary, EXAMPLES)
+    if save:
+        checkpoint.save(save, model, {**meta, "epoch": best["epoch"] if best else None,
+                                      "test_accuracy": ours[0], "test_oov_accuracy": ours[1]})
+    return TaskResult(task="tagging", backend=model.backend.name, metric="UPOS accuracy", value=ours[0],
+                      baselines={"most frequent tag": baseline[0]}, higher_is_better=True, histories=[history],
+                      seconds=time.perf_counter() - started,
+                      details={"oov_accuracy": ours[1], "baseline_oov_accuracy": baseline[1],
+                               "oov_rate": float(oov.mean()), "train_sentences": len(train_s),
+                               "dev_sentences": len(dev_s), "test_sentences": len(test_s),
+                               "test_words": len(test_words), "feature_vocabulary": len(vocabulary),
+                               "best_epoch": best["epoch"] if best else None},
+                      examples=examples)
+
+
+def tag_lines(model, vocabulary, lines):
+    """``word/TAG`` tokens for each line of raw text (split into words and punctuation marks)."""
+    sentences = [WORD.findall(line) for line in lines]
+    present = [i for i, words in enumerate(sentences) if words]
+    predicted = predict_tags(model, [encode_sentence(vocabulary, sentences[i]) for i in present])
+    out = [""] * len(lines)
+    for i, tags in zip(present, predicted):
+        out[i] = " ".join(f"{w}/{UPOS[t]}" for w, t in zip(sentences[i], tags))
+    return out
+
+
+def predict(directory, lines, backend=None):
+    """One line of ``word/TAG`` tokens per input line, from a saved tagging checkpoint."""
+    models, meta = checkpoint.load(directory, backend)
+    return tag_lines(models[0], Vocabulary(meta["vocabulary"]), lines)

@@ -1,0 +1,138 @@
+"""One-to-many text generation: a character-level (or word-level) language model on tiny Shakespeare."""
+from __future__ import annotations
+
+import math
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import checkpoint
+from ..data import Tokenizer, Vocabulary, bptt_chunks
+from ..losses import categorical_cross_entropy
+from ..models import LanguageModel
+from ..optimizers import Adam
+from . import TaskResult
+from .runs import shared_data, train_resumable
+
+HYPERPARAMETERS = {"char": dict(embed_dim=32, hidden_size=256, num_layers=1),
+                   "word": dict(embed_dim=64, hidden_size=256, num_layers=1)}
+TRAINING = dict(lr=0.002, batch_size=64, steps=100, epochs=20, clip_norm=5.0, max_words=10000)
+VALIDATION = dict(batch_size=16, steps=200)
+PRIME, SAMPLE_LENGTH, TEMPERATURE = "ROMEO:", 500, 0.8
+
+
+def read_text(data):
+    """The whole text of ``data`` (default: tiny Shakespeare)."""
+    path = Path(data) if data else shared_data("text", "input.txt")
+    if not path.is_file():
+        raise ValueError(f"{path}: no such text file")
+    text = path.read_text(encoding="utf-8")
+    if len(text) < 1000:
+        raise ValueError(f"{path}: only {len(text)} characters; a language model needs at least 1000")
+    return text
+
+
+def split_text(text):
+    """The first 90 % for training, the last 10 % for validation (by characters)."""
+    cut = int(len(text) * 0.9)
+    return text[:cut], text[cut:]
+
+
+def tokenizer_for(level):
+    """Characters as they are, or lower-cased words and punctuation marks."""
+    return Tokenizer("char", lower=False) if level == "char" else Tokenizer("word")
+
+
+def detokenize(tokens, level):
+    """Tokens back to text: characters joined, words joined by spaces with no space before punctuation."""
+    if level == "char":
+        return "".join(tokens)
+    return re.sub(r" ([^\w\s'])", r"\1", " ".join(tokens))
+
+
+def ngram_baselines(train_ids, val_ids, V):
+    """Validation cross-entropy in nats per token of add-one-smoothed unigram and bigram models fitted on train."""
+    unigram = np.bincount(train_ids, minlength=V) + 1.0
+    unigram_nats = float(-np.log(unigram[val_ids] / unigram.sum()).mean())
+    pairs = np.zeros((V, V))
+    np.add.at(pairs, (train_ids[:-1], train_ids[1:]), 1.0)
+    pairs += 1.0
+    conditional = pairs / pairs.sum(axis=1, keepdims=True)
+    bigram_nats = float(-np.log(conditional[val_ids[:-1], val_ids[1:]]).mean())
+    return {"unigram": unigram_nats, "bigram": bigram_nats}
+
+
+def evaluate(model, ids):
+    """Cross-entropy in nats per token over a stream, read as parallel rows with the state carried across chunks."""
+    model.eval()
+    model.stateful = True
+    model.reset_state()
+    total, count = 0.0, 0
+    for batch in bptt_chunks(ids, VALIDATION["batch_size"], VALIDATION["steps"]):
+        loss, _ = categorical_cross_entropy(model.forward(batch.inputs[0]), batch.targets)
+        total += loss * batch.targets.size
+        count += batch.targets.size
+    model.reset_state()
+    return total / count
+
+
+def train(data=None, backend=None, epochs=None, seed=0, save=None, progress=True, log=None, resume=False,
+          level="char"):
+    """Train the stateful language model with truncated BPTT; report validation nats per token against n-grams."""
+    started = time.perf_counter()
+    if level not in HYPERPARAMETERS:
+        raise ValueError(f"level must be 'char' or 'word', got {level!r}")
+    tokenizer = tokenizer_for(level)
+    train_text, val_text = split_text(read_text(data))
+    train_tokens = tokenizer(train_text)
+    vocabulary = Vocabulary.build([train_tokens], max_size=TRAINING["max_words"] if level == "word" else None)
+    train_ids = np.array(vocabulary.encode(train_tokens), dtype=np.int64)
+    val_ids = np.array(vocabulary.encode(tokenizer(val_text)), dtype=np.int64)
+    model = LanguageModel(len(vocabulary), **HYPERPARAMETERS[level], stateful=True, backend=backend, seed=seed)
+    chunks = bptt_chunks(train_ids, TRAINING["batch_size"], TRAINING["steps"])   # in order: the state carries
+
+    def validate(m):
+        """Validation nats per token (the carried training state is put back afterwards)."""
+        loss = evaluate(m, val_ids)
+        m.stateful = True
+        return {"val_loss": loss, "val_bits": loss / math.log(2)}
+
+    epochs = TRAINING["epochs"] if epochs is None else epochs
+    meta = {"task": "textgen", "level": level, "tokenizer": tokenizer.config(), "vocabulary": vocabulary.tokens}
+    history, best = train_resumable(model, Adam(TRAINING["lr"]), categorical_cross_entropy, lambda epoch: chunks,
+                                    validate, epochs=epochs, save=save, resume=resume, meta=meta,
+                                    clip_norm=TRAINING["clip_norm"], progress=progress, log=log,
+                                    description=f"textgen ({level})")
+    nats = evaluate(model, val_ids)
+    unit = "char" if level == "char" else "word"
+    sample = generate_text(model, vocabulary, level, PRIME if level == "char" else PRIME.lower(), SAMPLE_LENGTH,
+                           TEMPERATURE, seed=seed)
+    if save:
+        checkpoint.save(save, model, {**meta, "epoch": best["epoch"] if best else None, f"val_nats_per_{unit}": nats})
+    return TaskResult(task="textgen", backend=model.backend.name, metric=f"validation nats/{unit}", value=nats,
+                      baselines=ngram_baselines(train_ids, val_ids, len(vocabulary)), higher_is_better=False,
+                      histories=[history], seconds=time.perf_counter() - started,
+                      details={f"bits_per_{unit}": nats / math.log(2), "train_tokens": len(train_ids),
+                               "validation_tokens": len(val_ids), "vocabulary": len(vocabulary),
+                               "best_epoch": best["epoch"] if best else None, "level": level},
+                      examples=[sample])
+
+
+def generate_text(model, vocabulary, level, prime, length, temperature=0.8, top_k=None, seed=None):
+    """``prime`` followed by ``length`` sampled tokens, as text."""
+    tokens = tokenizer_for(level)(prime) or ["\n"]
+    ids = model.generate(vocabulary.encode(tokens), length, temperature, top_k, np.random.default_rng(seed))
+    return detokenize(tokens + vocabulary.decode(ids), level)
+
+
+def generate(directory, prime=PRIME, length=SAMPLE_LENGTH, temperature=TEMPERATURE, top_k=None, seed=None,
+             backend=None):
+    """Text sampled from a saved textgen checkpoint."""
+    models, meta = checkpoint.load(directory, backend)
+    if meta.get("task") != "textgen":
+        raise ValueError(f"{directory}: a {meta.get('task')!r} checkpoint, not a textgen one")
+    return generate_text(models[0], Vocabulary(meta["vocabulary"]), meta["level"], prime, length, temperature,
+                         top_k, seed)
+

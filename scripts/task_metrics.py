@@ -1,0 +1,112 @@
+"""Re-run the sequence tasks (tagging, textgen, translation) and write their metrics table and examples.
+
+    python scripts/task_metrics.py --backend numba --out runs/tasks --readme README.md
+
+Each task trains with its defaults and seed 0, saves its checkpoint to OUT/TASK, and writes OUT/TASK.json (the
+``--metrics-out`` record plus details, examples and the training time). The Markdown table and the examples go to
+OUT/tasks.md and, with ``--readme``, between the ``<!-- seqtasks:begin -->`` and ``<!-- seqtasks:end -->`` markers
+of the README. ``--tasks`` re-runs only some tasks; the table is built from every OUT/TASK.json present.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+from rnnbackends.tasks import get_task
+
+TASKS = ("tagging", "textgen", "translation")
+DATA = {"tagging": "UD English-EWT: train subset (2,065 sentences) / dev / test (25,094 words)",
+        "textgen": "tiny Shakespeare, first 90 % / last 10 % of 1,115,394 chars",
+        "translation": "Tatoeba en→es, first 40k pairs (≤ 11 English tokens): 37k train / 1k val / 2k test"}
+BEGIN, END = "<!-- seqtasks:begin -->", "<!-- seqtasks:end -->"
+
+
+def run(task, backend, out, seed):
+    """Train one task with its defaults and write OUT/TASK.json; returns the record."""
+    result = get_task(task).train(backend=backend, seed=seed, save=out / task, progress=True,
+                                  log=lambda line: print(line, file=sys.stderr))
+    record = {**result.metrics(), "baselines": result.baselines, "details": result.details,
+              "examples": result.examples, "seconds": result.seconds, "seed": seed,
+              "epochs": result.histories[0],
+              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)"}
+    (out / f"{task}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    return record
+
+
+def ours(record):
+    """The model's figure as the table shows it."""
+    details = record["details"]
+    if record["task"] == "tagging":
+        return f"**{record['value']:.4f}** (OOV {details['oov_accuracy']:.3f})"
+    if record["task"] == "textgen":
+        return f"**{record['value']:.3f}** nats ({details['bits_per_char']:.3f} bits)"
+    return f"**{record['value']:.2f}** (greedy {details['bleu_greedy']:.2f})"
+
+
+def baseline(record):
+    """The best baseline as the table shows it."""
+    if record["task"] == "tagging":
+        return (f"{record['baseline']:.4f} most frequent tag "
+                f"(OOV {record['details']['baseline_oov_accuracy']:.3f})")
+    pick = max if record["higher_is_better"] else min
+    name = pick(record["baselines"], key=record["baselines"].get)
+    return f"{record['baseline']:.3f} {name}"
+
+
+def markdown(records):
+    """The table of every task and the examples a person sees."""
+    lines = ["| task | data | metric | baseline | ours | backend | training time |", "|---|---|---|---|---|---|---|"]
+    for r in records:
+        lines.append(f"| {r['task']} | {DATA[r['task']]} | {r['metric']} | {baseline(r)} | {ours(r)} | {r['backend']} "
+                     f"| {r['seconds'] / 60:.1f} min |")
+    lines.append("")
+    lines.append("Training times are wall-clock on a 2-core machine shared with other jobs, with "
+                 "`OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1` (oversubscribed BLAS threads were 10× slower).")
+    for r in records:
+        lines += ["", f"**{r['task']}** ({r['details'].get('best_epoch')} best epoch of {len(r['epochs'])}):", "", "```"]
+        lines += r["examples"]
+        lines.append("```")
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(readme, text):
+    """Replace what lies between the markers of ``readme`` with ``text``."""
+    content = readme.read_text(encoding="utf-8")
+    if BEGIN not in content or END not in content:
+        raise SystemExit(f"{readme}: no {BEGIN} ... {END} markers to write between")
+    head, rest = content.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{BEGIN}\n{text}{END}{tail}", encoding="utf-8")
+
+
+def main(argv=None):
+    """Parse the options, re-run the chosen tasks, write the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="tasks to re-run")
+    parser.add_argument("--backend", help="backend name (default: selected as usual)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("runs/tasks"), help="checkpoints and JSON records")
+    parser.add_argument("--readme", type=Path, help="write the table between the README's seqtasks markers")
+    parser.add_argument("--table-only", action="store_true", help="re-render from OUT/*.json without training")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.table_only:
+        for task in args.tasks:
+            record = run(task, args.backend, args.out, args.seed)
+            print(f"{task}: {record['metric']} {record['value']:.4f} vs baseline {record['baseline']:.4f} "
+                  f"in {record['seconds']:.0f} s", file=sys.stderr)
+    records = [json.loads((args.out / f"{t}.json").read_text(encoding="utf-8")) for t in TASKS
+               if (args.out / f"{t}.json").is_file()]
+    text = markdown(records)
+    (args.out / "tasks.md").write_text(text, encoding="utf-8")
+    if args.readme:
+        write_readme(args.readme, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

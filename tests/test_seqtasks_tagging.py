@@ -1,0 +1,130 @@
+"""Part-of-speech tagging on the real UD English-EWT files: parsing, features, gradients, training, resuming, CLI."""
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import rnnbackends
+from rnnbackends import checkpoint
+from rnnbackends.gradcheck import check_gradients
+from rnnbackends.layers import Dropout, to_host
+from rnnbackends.models import FeatureTagger
+from rnnbackends.tasks import tagging
+from rnnbackends.tasks.runs import shared_data
+
+POS = shared_data("pos")
+pytestmark = pytest.mark.skipif(not POS.is_dir(), reason=f"no UD English-EWT data at {POS}")
+CPU_BACKENDS = [b.name for b in rnnbackends.list_backends() if b.status == "available" and b.name in ("numpy", "numba")]
+
+
+def word_lines(path):
+    """The token lines of a CoNLL-U file whose ID is a plain integer, read without the conllu package."""
+    with open(path, encoding="utf-8") as f:
+        return [line.split("\t") for line in f if line[0].isdigit() and line.split("\t")[0].isdigit()]
+
+
+@pytest.mark.parametrize("part", ["train", "dev", "test"])
+def test_read_conllu_keeps_words_and_skips_multiword_and_empty_nodes(part):
+    path = sorted(POS.glob(f"*{part}*.conllu"))[0]
+    sentences = tagging.read_conllu(path)
+    lines = word_lines(path)
+    words = [w for ws, _ in sentences for w in ws]
+    tags = [t for _, ts in sentences for t in ts]
+    assert words == [line[1] for line in lines]
+    assert tags == [line[3] for line in lines]
+    text = path.read_text(encoding="utf-8")
+    ranges = [line.split("\t")[1] for line in text.split("\n") if re.match(r"\d+-\d+\t", line)]
+    assert ranges and not set(ranges) <= set(words)          # e.g. "don't" is a range; its words are "do", "n't"
+    assert len(sentences) == text.count("\n\n") + (not text.endswith("\n\n"))
+
+
+def test_read_conllu_rejects_a_file_that_is_not_conllu(tmp_path):
+    bad = tmp_path / "bad.conllu"
+    bad.write_text("1\tHello\n\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="bad.conllu"):
+        tagging.read_conllu(bad)
+
+
+def test_features_describe_unknown_words():
+    assert tagging.shape("Zurich") == "Xx" and tagging.shape("1984") == "d" and tagging.shape("e-mail") == "x-x"
+    assert tagging.features("Walked") == ["w:walked", "s1:d", "s2:ed", "s3:ked", "shape:Xx"]
+
+
+@pytest.mark.parametrize("backend_name", CPU_BACKENDS)
+def test_feature_tagger_gradients(backend_name):
+    model = FeatureTagger(13, 3, 4, embed_dim=2, hidden_size=3, num_layers=2, dropout=0.3, embed_dropout=0.2,
+                          backend=backend_name, dtype="float64")
+    ids = np.random.default_rng(1).integers(1, 13, (5, 2, 3))                   # (T, B, F), no padding id
+    lengths = np.array([5, 3])
+    weights = np.random.default_rng(2).normal(size=(5, 2, 4))
+
+    def loss():
+        for layer in model.layers.values():                                     # the same dropout masks every call
+            for dropout in [layer] * isinstance(layer, Dropout) + list(getattr(layer, "dropouts", [])):
+                dropout.rng = np.random.default_rng(4)
+        return float((to_host(model.forward(ids, lengths)) * weights).sum())
+
+    loss()
+    model.backward(model.xp.asarray(weights))
+    check_gradients(loss, model.params, model.grads, max_checks=12)
+
+
+def small_pos_folder(folder, sentences=300):
+    """The first ``sentences`` sentences of each real EWT file, in a folder the task reads."""
+    for part in ("train", "dev", "test"):
+        text = sorted(POS.glob(f"*{part}*.conllu"))[0].read_text(encoding="utf-8")
+        (folder / f"small-{part}.conllu").write_text("\n\n".join(text.split("\n\n")[:sentences]) + "\n\n",
+                                                     encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tagging")
+    return tagging.train(epochs=1, backend="numpy", save=directory, progress=False), directory
+
+
+def test_one_epoch_beats_the_most_frequent_tag_baseline(trained):
+    result, _ = trained
+    assert result.value > result.baseline + 0.01
+    assert result.details["oov_accuracy"] > result.details["baseline_oov_accuracy"] + 0.1
+    assert 0.05 < result.details["oov_rate"] < 0.3
+    assert result.details["test_words"] == 25094
+
+
+def test_predict_prints_word_slash_tag(trained):
+    _, directory = trained
+    out = subprocess.run([sys.executable, "-m", "rnnbackends.cli", "predict", "--checkpoint", str(directory)],
+                         input="I like red apples\n", capture_output=True, text=True, check=True).stdout
+    tokens = out.split()
+    assert [t.split("/")[0] for t in tokens] == ["I", "like", "red", "apples"]
+    assert all(t.split("/")[1] in tagging.UPOS for t in tokens)
+
+
+def test_resume_after_an_interrupt_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
+    data = small_pos_folder(tmp_path)
+    whole = tagging.train(data, backend="numpy", epochs=3, seed=5, save=tmp_path / "whole", progress=False)
+    epoch_rng = tagging.epoch_rng
+
+    def interrupt_in_the_third_epoch(seed, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return epoch_rng(seed, epoch)
+
+    monkeypatch.setattr(tagging, "epoch_rng", interrupt_in_the_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        tagging.train(data, backend="numpy", epochs=3, seed=5, save=tmp_path / "cut", progress=False)
+    assert checkpoint.read(tmp_path / "cut" / "last")[0]["meta"]["training"]["epoch"] == 2
+    monkeypatch.setattr(tagging, "epoch_rng", epoch_rng)
+    resumed = tagging.train(data, backend="numpy", epochs=3, seed=5, save=tmp_path / "cut", progress=False,
+                            resume=True)
+    for key in ("loss", "val_loss", "val_accuracy"):
+        assert [r[key] for r in resumed.histories[0]] == [r[key] for r in whole.histories[0]]
+    whole_weights = checkpoint.read(tmp_path / "whole" / "last")[1]
+    resumed_weights = checkpoint.read(tmp_path / "cut" / "last")[1]
+    assert whole_weights.keys() == resumed_weights.keys()
+    for name in whole_weights:
+        np.testing.assert_array_equal(resumed_weights[name], whole_weights[name], err_msg=name)
+    assert resumed.value == whole.value

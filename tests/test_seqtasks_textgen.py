@@ -1,0 +1,98 @@
+"""Character-level language modelling on tiny Shakespeare: sampling rules, seeded generation, training, the CLI."""
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rnnbackends.decoding import sample_token
+from rnnbackends.models import LanguageModel
+from rnnbackends.tasks import textgen
+from rnnbackends.tasks.runs import shared_data
+
+SHAKESPEARE = shared_data("text", "input.txt")
+needs_data = pytest.mark.skipif(not SHAKESPEARE.is_file(), reason=f"no tiny Shakespeare at {SHAKESPEARE}")
+
+
+def test_top_k_sampling_only_emits_the_k_most_probable_tokens():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=40)
+    top = set(np.argsort(logits)[-5:])
+    drawn = {sample_token(logits, temperature=1.5, top_k=5, rng=rng) for _ in range(2000)}
+    assert drawn == top                                    # every one of the 5 appears, nothing else does
+    assert {sample_token(logits, 1.0, top_k=1, rng=rng) for _ in range(50)} == {int(logits.argmax())}
+
+
+def test_temperature_zero_is_greedy_and_low_temperature_sharpens():
+    rng = np.random.default_rng(1)
+    logits = np.array([0.0, 1.0, 0.5, -1.0])
+    assert sample_token(logits, temperature=0, rng=rng) == 1
+    cold = [sample_token(logits, 0.2, rng=rng) for _ in range(500)]
+    hot = [sample_token(logits, 5.0, rng=rng) for _ in range(500)]
+    assert cold.count(1) > 450 and hot.count(1) < 250
+    with pytest.raises(ValueError, match="temperature"):
+        sample_token(logits, -1.0)
+
+
+def test_generation_is_deterministic_under_a_seed():
+    model = LanguageModel(12, embed_dim=4, hidden_size=8, backend="numpy", seed=3)
+
+    def sample(seed):
+        return model.generate([2, 3, 4], 40, temperature=1.0, top_k=6, rng=np.random.default_rng(seed))
+
+    assert sample(7) == sample(7)
+    assert sample(7) != sample(8)
+    assert len(sample(7)) == 40
+    greedy = model.generate([2, 3, 4], 10, temperature=0)
+    assert greedy == model.generate([2, 3, 4], 10, temperature=0, rng=np.random.default_rng(99))
+
+
+def test_generation_after_a_prime_continues_its_state():
+    model = LanguageModel(12, embed_dim=4, hidden_size=8, backend="numpy", seed=3)
+    logits, state = model.step(np.array([2]))
+    logits, state = model.step(np.array([3]), state)
+    _, state = model.step(np.array([4]), state)
+    first = int(np.argmax(model.step(np.array([5]), state)[0][0]))
+    assert model.generate([2, 3, 4, 5], 1, temperature=0) == [first]
+
+
+def test_ngram_baselines_match_a_hand_count():
+    train = np.array([2, 3, 2, 3, 2])
+    val = np.array([2, 3])
+    baselines = textgen.ngram_baselines(train, val, 4)
+    unigram = (np.bincount(train, minlength=4) + 1) / (5 + 4)
+    assert baselines["unigram"] == pytest.approx(-np.mean(np.log(unigram[val])))
+    assert baselines["bigram"] == pytest.approx(-math.log((2 + 1) / (2 + 4)))     # P(3 | 2): 2 of 2 seen, add-one
+
+
+@needs_data
+def test_a_short_run_beats_the_ngram_baselines_and_generates_from_the_cli(tmp_path):
+    text = tmp_path / "shakespeare-head.txt"
+    text.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:120_000], encoding="utf-8")
+    result = textgen.train(text, backend="numpy", epochs=3, save=tmp_path / "lm", progress=False)
+    assert result.metric == "validation nats/char"
+    assert result.value < result.baselines["unigram"] - 0.3
+    assert result.details["bits_per_char"] == pytest.approx(result.value / math.log(2))
+    command = [sys.executable, "-m", "rnnbackends.cli", "generate", "--checkpoint", str(tmp_path / "lm"),
+               "--prime", "ROMEO:", "--length", "80", "--temperature", "0.8", "--top-k", "10", "--seed", "4"]
+    first = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    again = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    assert first == again and first.startswith("ROMEO:") and len(first.rstrip("\n")) == len("ROMEO:") + 80
+    greedy = command[:-6] + ["--temperature", "0"]                       # no seed: greedy needs none
+    assert subprocess.run(greedy, capture_output=True, text=True, check=True).stdout == \
+        subprocess.run(greedy, capture_output=True, text=True, check=True).stdout
+    failed = subprocess.run(command[:-2] + ["--top-k", "0"], capture_output=True, text=True)
+    assert failed.returncode != 0 and "top-k" in failed.stderr and "Traceback" not in failed.stderr
+
+
+@needs_data
+def test_word_level_trains_and_generates_words(tmp_path):
+    text = tmp_path / "head.txt"
+    text.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:40_000], encoding="utf-8")
+    result = textgen.train(text, backend="numpy", epochs=1, save=tmp_path / "lm", progress=False, level="word")
+    assert result.metric == "validation nats/word" and np.isfinite(result.value)
+    assert result.details["vocabulary"] > 500                    # words, not characters
+    sample = textgen.generate(tmp_path / "lm", "first citizen:", 12, temperature=0.8, seed=2)
+    assert sample == textgen.generate(tmp_path / "lm", "first citizen:", 12, temperature=0.8, seed=2)
+    assert sample.startswith("first citizen:") and len(sample.split()) >= 8

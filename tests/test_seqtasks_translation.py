@@ -1,0 +1,88 @@
+"""English -> Spanish on the real Tatoeba pairs: splits, BLEU, greedy against beam search, the CLI."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import sacrebleu
+
+from rnnbackends import checkpoint
+from rnnbackends.data import Tokenizer, Vocabulary
+from rnnbackends.decoding import beam_search, greedy_search
+from rnnbackends.tasks import translation
+from rnnbackends.tasks.runs import shared_data
+
+PAIRS = shared_data("translation", "spa-eng.first40000.txt")
+pytestmark = pytest.mark.skipif(not PAIRS.is_file(), reason=f"no Tatoeba pairs at {PAIRS}")
+
+
+def test_split_is_fixed_and_disjoint():
+    train, val, test = translation.split(40000)
+    assert (len(train), len(val), len(test)) == (37000, 1000, 2000)
+    assert len(set(train) | set(val) | set(test)) == 40000
+    np.testing.assert_array_equal(translation.split(40000)[2], test)
+
+
+def test_copy_baseline_bleu_is_sacrebleu_and_low():
+    pairs = translation.read_pairs(None)
+    _, _, test = translation.split(len(pairs))
+    english, spanish = [pairs[i][0] for i in test], [pairs[i][1] for i in test]
+    copy = translation.bleu(english, spanish)
+    assert copy == pytest.approx(sacrebleu.corpus_bleu(english, [spanish], lowercase=True).score)
+    assert 0.0 < copy < 5.0
+    assert translation.bleu(spanish, spanish) == pytest.approx(100.0)
+
+
+def test_detokenize_and_reversed_source():
+    assert translation.detokenize(["¿", "tienes", "una", "mascota", "?"]) == "¿tienes una mascota?"
+    vocabulary = Vocabulary(["<pad>", "<unk>", "do", "you"])
+    assert translation.encode_source(vocabulary, ["do", "you", "swim"], reverse=True) == [1, 3, 2]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("translation")
+    lines = PAIRS.read_text(encoding="utf-8").split("\n")
+    (folder / "pairs.txt").write_text("\n".join(lines[:3000:2]) + "\n", encoding="utf-8")   # 1500 short pairs
+    result = translation.train(folder / "pairs.txt", backend="numpy", epochs=4, save=folder / "model",
+                               progress=False)
+    return result, folder
+
+
+def test_training_beats_copying_the_source(trained):
+    result, _ = trained
+    assert result.details["test_pairs"] == 150
+    assert result.value > result.baseline
+    assert result.details["bleu_greedy"] > result.baseline
+
+
+def test_beam_search_scores_at_least_greedy_and_width_one_is_greedy(trained):
+    _, folder = trained
+    models, meta = checkpoint.load(folder / "model", "numpy")
+    model = models[0]
+    source_vocabulary, target_vocabulary = Vocabulary(meta["source_vocabulary"]), Vocabulary(meta["target_vocabulary"])
+    tokenizer = Tokenizer(**meta["tokenizer"])
+    english = [line.split("\t")[0] for line in PAIRS.read_text(encoding="utf-8").split("\n")[1:3000:20]]
+    sources = [translation.encode_source(source_vocabulary, tokenizer(e), True) for e in english]
+    _, greedy = translation.translate_ids(model, sources, target_vocabulary, beam_size=1)
+    _, beam = translation.translate_ids(model, sources, target_vocabulary, beam_size=5)
+    assert beam.mean() > greedy.mean()
+    assert (beam >= greedy - 1e-9).mean() >= 0.9
+    start, end = target_vocabulary.index[translation.START], target_vocabulary.index[translation.END]
+    state = model.encode(*translation.pad_batch(sources[:20]))
+    ids_greedy, scores_greedy = greedy_search(model.step, state, start, end, 20)
+    ids_width_one, scores_width_one = beam_search(model.step, state, start, end, 20, beam_size=1)
+    assert ids_width_one == ids_greedy
+    np.testing.assert_allclose(scores_width_one, scores_greedy)
+
+
+def test_translate_cli_prints_one_spanish_line_per_english_line(trained):
+    _, folder = trained
+    out = subprocess.run([sys.executable, "-m", "rnnbackends.cli", "translate", "--checkpoint",
+                          str(folder / "model")], input="Do you have a pet?\n\nI am tired.\n",
+                         capture_output=True, text=True, check=True).stdout
+    lines = out.rstrip("\n").split("\n")
+    assert len(lines) == 2 and all(line.strip() for line in lines)
+    wrong = subprocess.run([sys.executable, "-m", "rnnbackends.cli", "translate", "--checkpoint", str(folder)],
+                           input="Hello.\n", capture_output=True, text=True)
+    assert wrong.returncode != 0 and "checkpoint" in wrong.stderr and "Traceback" not in wrong.stderr
