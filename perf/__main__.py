@@ -15,6 +15,16 @@ def _pin_threads(argv):
             os.environ[var] = n
 
 
+def _suite(argv):
+    """The value of --suite in argv (None when absent), read before parsing so the suite can add its options."""
+    for i, arg in enumerate(argv):
+        if arg == "--suite" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--suite="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def main(argv=None):
     """Parse the command, run a suite or compare two results."""
     argv = sys.argv[1:] if argv is None else argv
@@ -28,16 +38,17 @@ def main(argv=None):
     cmp.add_argument("old")
     cmp.add_argument("new")
     cmp.add_argument("--tolerance", type=float, default=0.10, help="slower by more than this is a regression")
-    known, _ = parser.parse_known_args(argv)
+    suite = _suite(argv)
+    module = importlib.import_module(f"perf.{suite}") if suite in SUITES and argv[:1] == ["run"] else None
+    if module is not None:
+        module.add_arguments(run)
+    args = parser.parse_args(argv)
 
     from perf import runner
-    if known.command == "compare":
-        lines, regressions = runner.compare(known.old, known.new, known.tolerance)
+    if args.command == "compare":
+        lines, regressions = runner.compare(args.old, args.new, args.tolerance)
         print("\n".join(lines))
         return 1 if regressions else 0
-    module = importlib.import_module(f"perf.{known.suite}")
-    module.add_arguments(run)
-    args = parser.parse_args(argv)
     for path in runner.run(module, args, argv):
         print(path)
     return 0

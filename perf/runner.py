@@ -228,7 +228,8 @@ def compare(old_path, new_path, tolerance=0.10):
     """Lines describing every matched row and the number of regressions (slower by more than tolerance)."""
     old, new = (json.loads(Path(p).read_text()) for p in (old_path, new_path))
     old_rows = {_row_key(old, r): r for r in timed_rows(old)}
-    lines = [f"| group | H | B | T | impl | pass | old ms | new ms | new/old | |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| group | H | B | T | impl | pass | old ms | new ms | new/old | speed-up old → new | |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     regressions = 0
     for r in timed_rows(new):
         before = old_rows.get(_row_key(new, r))
@@ -240,12 +241,18 @@ def compare(old_path, new_path, tolerance=0.10):
             flag, regressions = "REGRESSION", regressions + 1
         elif ratio < 1 / (1 + tolerance):
             flag = "faster"
+        up = next((k for k in r if k.startswith("speedup_vs_")), None)
+        ups = f"{before[up]:.2f}× → {r[up]:.2f}×" if up and up in before else ""
         lines.append(f"| {r['group']} | {r['H']} | {r['B']} | {r['T']} | {r['impl']} | {r['pass']} | "
-                     f"{before['median_ms']:.3f} | {r['median_ms']:.3f} | {ratio:.2f} | {flag} |")
-    loads = [d.get("run", {}).get("load_before") for d in (old, new)]
+                     f"{before['median_ms']:.3f} | {r['median_ms']:.3f} | {ratio:.2f} | {ups} | {flag} |")
     lines.append("")
-    lines.append(f"{regressions} regression(s) beyond {tolerance:.0%}; load average before each run: "
-                 f"old {loads[0]}, new {loads[1]}")
+    lines.append(f"{regressions} regression(s) beyond {tolerance:.0%}.")
+    for label, result in (("old", old), ("new", new)):
+        run = result.get("run", {})
+        lines.append(f"{label}: {run.get('started_utc', '?')}, commit {run.get('git_commit', '?')[:12]}, "
+                     f"threads {result.get('threads', '?')}, load average before {run.get('load_before')}")
+    if old.get("threads") != new.get("threads") or old.get("run", {}).get("cpu") != new.get("run", {}).get("cpu"):
+        lines.append("WARNING: different thread counts or CPUs: the times are not comparable")
     return lines, regressions
 
 

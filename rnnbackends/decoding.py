@@ -87,7 +87,7 @@ def beam_search(step, state, start_id, end_id, max_steps, beam_size=5, alpha=1.0
     tokens = np.full(N * k, start_id, dtype=np.int64)                       # (N·k,)
     history = np.zeros((N * k, 0), dtype=np.int64)                          # (N·k, steps)
     scores = np.tile(np.r_[0.0, np.full(k - 1, -np.inf)], N)                # (N·k,): only beam 0 alive at first
-    finished = [[] for _ in range(N)]                                       # per source: (score, log P, ids)
+    finished = [[] for _ in range(N)]                                       # per source: (score, ids)
     done = np.zeros(N, dtype=bool)
     for t in range(max_steps):
         logits, state = step(tokens, state)                                 # (N·k, V)
@@ -107,7 +107,7 @@ def beam_search(step, state, start_id, end_id, max_steps, beam_size=5, alpha=1.0
             n = r // k
             if not done[n]:
                 ids = history[r, :-1].tolist()
-                finished[n].append((normalised_score(scores[r], t + 1, alpha), scores[r], ids))
+                finished[n].append((normalised_score(scores[r], t + 1, alpha), ids))
             scores[r] = -np.inf
         done |= np.array([len(f) >= k for f in finished])
         scores[np.repeat(done, k)] = -np.inf
@@ -115,6 +115,6 @@ def beam_search(step, state, start_id, end_id, max_steps, beam_size=5, alpha=1.0
             break
     for r in np.flatnonzero(np.isfinite(scores)):
         n = r // k
-        finished[n].append((normalised_score(scores[r], history.shape[1], alpha), scores[r], history[r].tolist()))
+        finished[n].append((normalised_score(scores[r], history.shape[1], alpha), history[r].tolist()))
     chosen = [max(f, key=lambda hypothesis: hypothesis[0]) for f in finished]
-    return [c[2] for c in chosen], np.array([c[0] for c in chosen])
+    return [ids for _, ids in chosen], np.array([score for score, _ in chosen])

@@ -27,11 +27,12 @@ def categorical_cross_entropy(logits, targets, mask=None):
     targets = xp.asarray(targets)
     weights = _mask_weights(xp, mask, targets.shape, logits.dtype)          # (...)
     shifted = logits - logits.max(axis=-1, keepdims=True)
-    log_probabilities = shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
-    picked = xp.take_along_axis(log_probabilities, targets[..., None], axis=-1)[..., 0]
-    d_logits = xp.exp(log_probabilities)
-    xp.put_along_axis(d_logits, targets[..., None],
-                      xp.take_along_axis(d_logits, targets[..., None], axis=-1) - 1.0, axis=-1)
+    log_probabilities = shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))     # (..., K)
+    K = logits.shape[-1]
+    rows, flat_targets = xp.arange(targets.size), targets.reshape(-1)
+    picked = log_probabilities.reshape(-1, K)[rows, flat_targets].reshape(targets.shape)   # log p[y]
+    d_logits = xp.exp(log_probabilities)                                                   # softmax - onehot(y)
+    d_logits.reshape(-1, K)[rows, flat_targets] -= 1.0
     return float(-(picked * weights).sum()), d_logits * weights[..., None]
 
 

@@ -227,10 +227,13 @@ class LanguageModel(Model):
 
 
 class EncoderDecoder(Model):
-    """Many-to-many of different lengths: an encoder RNN's final state A_n is the decoder RNN's A_0 (teacher forcing)."""
+    """Many-to-many of different lengths: an encoder RNN's final state A_n is the decoder RNN's A_0 (teacher forcing).
+
+    ``dropout`` applies to both embeddings and to the decoder's states before the output layer.
+    """
 
     def __init__(self, source_vocab_size, target_vocab_size, embed_dim=64, hidden_size=128, nonlinearity="tanh",
-                 padding_idx=0, backend=None, dtype="float32", seed=0):
+                 padding_idx=0, dropout=0.0, backend=None, dtype="float32", seed=0):
         super().__init__({k: v for k, v in locals().items() if k not in ("self", "backend", "dtype", "seed", "__class__")},
                          backend, dtype, seed)
         common = self.common()
@@ -240,17 +243,24 @@ class EncoderDecoder(Model):
                                                return_sequences=False, rng=self.rng, **common))
         self.decoder = self.add("decoder", RNN(embed_dim, hidden_size, nonlinearity=nonlinearity, rng=self.rng, **common))
         self.output = self.add("output", Dense(hidden_size, target_vocab_size, rng=self.rng, **common))
+        self.source_dropout = self.add("source_dropout", Dropout(dropout, self.rng, **common))
+        self.target_dropout = self.add("target_dropout", Dropout(dropout, self.rng, **common))
+        self.output_dropout = self.add("output_dropout", Dropout(dropout, self.rng, **common))
 
     def forward(self, source_ids, source_lengths, target_in_ids, target_lengths=None):
         """source (S, B), target inputs (T, B) starting with a start token -> logits (T, B, V_target)."""
-        summary = self.encoder.forward(self.source_embedding.forward(source_ids), source_lengths)     # A_n (B, H)
-        a = self.decoder.forward(self.target_embedding.forward(target_in_ids), target_lengths, summary[None])
-        return self.output.forward(a)
+        x_source = self.source_dropout.forward(self.source_embedding.forward(source_ids))             # (S, B, D)
+        summary = self.encoder.forward(x_source, source_lengths)                                      # A_n (B, H)
+        x_target = self.target_dropout.forward(self.target_embedding.forward(target_in_ids))         # (T, B, D)
+        a = self.decoder.forward(x_target, target_lengths, summary[None])                            # (T, B, H)
+        return self.output.forward(self.output_dropout.forward(a))
 
     def backward(self, d_logits):
         """dL/dlogits (T, B, V) -> gradients of both RNNs through the handed-over state."""
-        self.target_embedding.backward(self.decoder.backward(self.output.backward(d_logits)))
-        self.source_embedding.backward(self.encoder.backward(self.decoder.d_a0[0]))
+        d_a = self.output_dropout.backward(self.output.backward(d_logits))
+        self.target_embedding.backward(self.target_dropout.backward(self.decoder.backward(d_a)))
+        d_x_source = self.encoder.backward(self.decoder.d_a0[0])
+        self.source_embedding.backward(self.source_dropout.backward(d_x_source))
 
     def encode(self, source_ids, source_lengths=None):
         """source (S, B), lengths (B,) -> the encoder's final state A_n as the decoder's A_0 (1, B, H), on the host."""

@@ -65,6 +65,7 @@ class SGD(Optimizer):
         self.momentum, self.nesterov = momentum, nesterov
 
     def update(self, param, grad, slots):
+        """One SGD step on ``param``."""
         if self.momentum == 0.0:
             param -= self.lr * grad
             return
@@ -82,6 +83,7 @@ class Adagrad(Optimizer):
         self.eps = eps
 
     def update(self, param, grad, slots):
+        """One Adagrad step on ``param``."""
         total = self.slot(slots, "sum_squares", param)
         total += grad * grad
         param -= self.lr * grad / (array_module(param).sqrt(total) + self.eps)
@@ -95,6 +97,7 @@ class RMSprop(Optimizer):
         self.rho, self.eps = rho, eps
 
     def update(self, param, grad, slots):
+        """One RMSprop step on ``param``."""
         mean_square = self.slot(slots, "mean_square", param)
         mean_square *= self.rho
         mean_square += (1.0 - self.rho) * grad * grad
@@ -109,6 +112,7 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps, self.weight_decay = beta1, beta2, eps, weight_decay
 
     def update(self, param, grad, slots):
+        """One Adam step on ``param``."""
         m, v = self.slot(slots, "m", param), self.slot(slots, "v", param)
         m *= self.beta1
         m += (1.0 - self.beta1) * grad

@@ -1,9 +1,9 @@
-"""Plots of a training run with matplotlib: loss curves, and the forecast against the truth for time series."""
+"""Plots of a training run with matplotlib: loss and metric curves, and the forecast against the truth for time series."""
 from __future__ import annotations
 
 
 def plot_result(result, path):
-    """Save a PNG of the result's training/validation loss per epoch (and forecasts, when there are any)."""
+    """Save a PNG: loss per epoch, validation metrics per epoch (when there are any), forecasts (when there are any)."""
     try:
         import matplotlib
     except ImportError:
@@ -11,10 +11,13 @@ def plot_result(result, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    first_record = result.histories[0][0] if result.histories and result.histories[0] else {}
+    metrics = [k for k in first_record if k.startswith("val_") and k != "val_loss"]
     series = result.plot_series
-    panels = 2 if series else 1
+    panels = 1 + bool(metrics) + bool(series)
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
-    ax = axes[0, 0]
+    axes = list(axes[0])
+    ax = axes.pop(0)
     for i, history in enumerate(result.histories):
         epochs = [r["epoch"] for r in history]
         ax.plot(epochs, [r["loss"] for r in history], color=f"C{i}", label=f"model {i + 1} train")
@@ -22,10 +25,20 @@ def plot_result(result, path):
             ax.plot(epochs, [r["val_loss"] for r in history], color=f"C{i}", linestyle="--", label=f"model {i + 1} validation")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
-    ax.set_title(f"{result.task}: test {result.metric} {result.value:.3f} (baseline {result.baseline:.3f})")
+    ax.set_title(f"{result.task}: test {result.metric} {result.value:.3f} (best baseline {result.baseline:.3f})")
     ax.legend(fontsize=7)
+    if metrics:
+        ax = axes.pop(0)
+        for i, history in enumerate(result.histories):
+            for style, key in zip(("-", ":", "-."), metrics):
+                ax.plot([r["epoch"] for r in history], [r[key] for r in history], color=f"C{i}", linestyle=style,
+                        label=f"model {i + 1} {key}")
+        ax.axhline(result.baseline, color="grey", linestyle=":", label="best baseline (test)")
+        ax.set_xlabel("epoch")
+        ax.set_title("validation metrics")
+        ax.legend(fontsize=7)
     if series:
-        ax = axes[0, 1]
+        ax = axes.pop(0)
         first, values = series["first"], series["values"]
         ax.plot(range(len(values)), values, color="black", label="truth")
         for name, forecast in series["forecasts"].items():

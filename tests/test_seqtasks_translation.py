@@ -6,14 +6,19 @@ import numpy as np
 import pytest
 import sacrebleu
 
+import rnnbackends
 from rnnbackends import checkpoint
 from rnnbackends.data import Tokenizer, Vocabulary
 from rnnbackends.decoding import beam_search, greedy_search
+from rnnbackends.gradcheck import check_gradients
+from rnnbackends.layers import Dropout, to_host
+from rnnbackends.models import EncoderDecoder
 from rnnbackends.tasks import translation
 from rnnbackends.tasks.runs import shared_data
 
 PAIRS = shared_data("translation", "spa-eng.first40000.txt")
 pytestmark = pytest.mark.skipif(not PAIRS.is_file(), reason=f"no Tatoeba pairs at {PAIRS}")
+CPU_BACKENDS = [b.name for b in rnnbackends.list_backends() if b.status == "available" and b.name in ("numpy", "numba")]
 
 
 def test_split_is_fixed_and_disjoint():
@@ -37,6 +42,23 @@ def test_detokenize_and_reversed_source():
     assert translation.detokenize(["¿", "tienes", "una", "mascota", "?"]) == "¿tienes una mascota?"
     vocabulary = Vocabulary(["<pad>", "<unk>", "do", "you"])
     assert translation.encode_source(vocabulary, ["do", "you", "swim"], reverse=True) == [1, 3, 2]
+
+
+@pytest.mark.parametrize("backend_name", CPU_BACKENDS)
+def test_encoder_decoder_with_dropout_gradients(backend_name):
+    model = EncoderDecoder(9, 8, embed_dim=3, hidden_size=4, dropout=0.3, backend=backend_name, dtype="float64")
+    inputs = (np.array([[1, 2], [4, 3], [5, 0]]), np.array([3, 2]), np.array([[2, 2], [5, 6], [7, 0]]), np.array([3, 2]))
+    weights = np.random.default_rng(2).normal(size=(3, 2, 8))
+
+    def loss():
+        for layer in model.layers.values():                                     # the same dropout masks every call
+            if isinstance(layer, Dropout):
+                layer.rng = np.random.default_rng(4)
+        return float((to_host(model.forward(*inputs)) * weights).sum())
+
+    loss()
+    model.backward(model.xp.asarray(weights))
+    check_gradients(loss, model.params, model.grads, max_checks=12)
 
 
 @pytest.fixture(scope="module")

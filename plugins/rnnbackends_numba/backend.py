@@ -12,10 +12,12 @@ import importlib.util
 
 import numpy as np
 
-# Where BLAS beats the register-blocked kernel for the per-step product (B, H)·(H, H), and how much work per
-# call (T·B·H·H multiply-adds) pays for waking more threads; measured on 2 cores (perf/ is the lab).
-BLAS_STEP_MIN_H = 512
-BLAS_STEP_MIN_B = 16
+# Where per-step BLAS beats the register-blocked kernel for the product (B, H)·(H, H): BLAS runs 512-bit FMAs
+# but hands work to its threads at every step, while the blocked kernel syncs threads once per call (and on
+# a busy machine each hand-off can wait a scheduler slice). And how much work per call (T·B·H·H multiply-adds)
+# pays for waking more threads. Measured on 2 cores (perf/ is the lab).
+BLAS_STEP_MIN_H = 1024
+BLAS_STEP_MIN_B = 32
 PARALLEL_MIN_WORK = 1 << 26
 
 

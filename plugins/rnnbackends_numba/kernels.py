@@ -7,8 +7,9 @@ w_a_t = W_Aᵀ (H, H) so that row j of it is column j of W_A; dz (T, B, H) is dL
 
 The recurrent product is written as dot products over contiguous rows, blocked 4 batch rows × 4 units:
 16 running sums share each loaded row of A_{t-1} and of W_Aᵀ, and ``reassoc`` lets LLVM vectorise every
-sum (bit-identical from call to call: the compiled order is fixed). The activation runs afterwards over
-each finished row, where the branch-free ``tanh`` below vectorises too.
+sum (bit-identical from call to call: the compiled order is fixed). Units are the outer loop, so each block
+of W_Aᵀ is read once per step and reused from L1 by every block of rows. The activation runs afterwards
+over each finished row, where the branch-free ``tanh`` below vectorises too.
 """
 import math
 
@@ -138,7 +139,8 @@ def _activate_row(row, relu):
     if relu:
         zero = row.dtype.type(0)
         for j in range(row.shape[0]):
-            row[j] = max(row[j], zero)
+            v = row[j]
+            row[j] = zero if v < zero else v                     # NaN stays NaN, as in np.maximum
     else:
         for j in range(row.shape[0]):
             row[j] = tanh(row[j])
@@ -149,17 +151,14 @@ def _activate_row(row, relu):
 
 @serial
 def _block_4x4(p, m, out, b, j):
-    """Rows b..b+3 × units j..j+3."""
-    p0, p1, p2, p3 = p[b], p[b + 1], p[b + 2], p[b + 3]
-    m0, m1, m2, m3 = m[j], m[j + 1], m[j + 2], m[j + 3]
-    o0, o1, o2, o3 = out[b], out[b + 1], out[b + 2], out[b + 3]
-    s00, s01, s02, s03 = o0[j], o0[j + 1], o0[j + 2], o0[j + 3]
-    s10, s11, s12, s13 = o1[j], o1[j + 1], o1[j + 2], o1[j + 3]
-    s20, s21, s22, s23 = o2[j], o2[j + 1], o2[j + 2], o2[j + 3]
-    s30, s31, s32, s33 = o3[j], o3[j + 1], o3[j + 2], o3[j + 3]
+    """Rows b..b+3 × units j..j+3 (2-D indexing throughout: no row views, no reference counting)."""
+    s00, s01, s02, s03 = out[b, j], out[b, j + 1], out[b, j + 2], out[b, j + 3]
+    s10, s11, s12, s13 = out[b + 1, j], out[b + 1, j + 1], out[b + 1, j + 2], out[b + 1, j + 3]
+    s20, s21, s22, s23 = out[b + 2, j], out[b + 2, j + 1], out[b + 2, j + 2], out[b + 2, j + 3]
+    s30, s31, s32, s33 = out[b + 3, j], out[b + 3, j + 1], out[b + 3, j + 2], out[b + 3, j + 3]
     for k in range(p.shape[1]):
-        x0, x1, x2, x3 = p0[k], p1[k], p2[k], p3[k]
-        w0, w1, w2, w3 = m0[k], m1[k], m2[k], m3[k]
+        x0, x1, x2, x3 = p[b, k], p[b + 1, k], p[b + 2, k], p[b + 3, k]
+        w0, w1, w2, w3 = m[j, k], m[j + 1, k], m[j + 2, k], m[j + 3, k]
         s00 += x0 * w0
         s01 += x0 * w1
         s02 += x0 * w2
@@ -176,70 +175,74 @@ def _block_4x4(p, m, out, b, j):
         s31 += x3 * w1
         s32 += x3 * w2
         s33 += x3 * w3
-    o0[j], o0[j + 1], o0[j + 2], o0[j + 3] = s00, s01, s02, s03
-    o1[j], o1[j + 1], o1[j + 2], o1[j + 3] = s10, s11, s12, s13
-    o2[j], o2[j + 1], o2[j + 2], o2[j + 3] = s20, s21, s22, s23
-    o3[j], o3[j + 1], o3[j + 2], o3[j + 3] = s30, s31, s32, s33
+    out[b, j], out[b, j + 1], out[b, j + 2], out[b, j + 3] = s00, s01, s02, s03
+    out[b + 1, j], out[b + 1, j + 1], out[b + 1, j + 2], out[b + 1, j + 3] = s10, s11, s12, s13
+    out[b + 2, j], out[b + 2, j + 1], out[b + 2, j + 2], out[b + 2, j + 3] = s20, s21, s22, s23
+    out[b + 3, j], out[b + 3, j + 1], out[b + 3, j + 2], out[b + 3, j + 3] = s30, s31, s32, s33
 
 
 @serial
 def _block_4x1(p, m, out, b, j):
     """Rows b..b+3 × unit j."""
-    p0, p1, p2, p3, m0 = p[b], p[b + 1], p[b + 2], p[b + 3], m[j]
     s0, s1, s2, s3 = out[b, j], out[b + 1, j], out[b + 2, j], out[b + 3, j]
     for k in range(p.shape[1]):
-        w = m0[k]
-        s0 += p0[k] * w
-        s1 += p1[k] * w
-        s2 += p2[k] * w
-        s3 += p3[k] * w
+        w = m[j, k]
+        s0 += p[b, k] * w
+        s1 += p[b + 1, k] * w
+        s2 += p[b + 2, k] * w
+        s3 += p[b + 3, k] * w
     out[b, j], out[b + 1, j], out[b + 2, j], out[b + 3, j] = s0, s1, s2, s3
 
 
 @serial
 def _block_1x4(p, m, out, b, j):
     """Row b × units j..j+3."""
-    p0, m0, m1, m2, m3, o0 = p[b], m[j], m[j + 1], m[j + 2], m[j + 3], out[b]
-    s0, s1, s2, s3 = o0[j], o0[j + 1], o0[j + 2], o0[j + 3]
+    s0, s1, s2, s3 = out[b, j], out[b, j + 1], out[b, j + 2], out[b, j + 3]
     for k in range(p.shape[1]):
-        x = p0[k]
-        s0 += x * m0[k]
-        s1 += x * m1[k]
-        s2 += x * m2[k]
-        s3 += x * m3[k]
-    o0[j], o0[j + 1], o0[j + 2], o0[j + 3] = s0, s1, s2, s3
+        x = p[b, k]
+        s0 += x * m[j, k]
+        s1 += x * m[j + 1, k]
+        s2 += x * m[j + 2, k]
+        s3 += x * m[j + 3, k]
+    out[b, j], out[b, j + 1], out[b, j + 2], out[b, j + 3] = s0, s1, s2, s3
 
 
 @serial
 def _block_1x1(p, m, out, b, j):
     """Row b × unit j."""
-    p0, m0 = p[b], m[j]
     s = out[b, j]
     for k in range(p.shape[1]):
-        s += p0[k] * m0[k]
+        s += p[b, k] * m[j, k]
     out[b, j] = s
 
 
 @serial
 def _rows_times_matrix(p, m, out, lo, hi, lengths, t):
-    """out[b] += p[b]·mᵀ for rows lo ≤ b < hi still inside their length at step t: p (B, K), m (N, K)."""
+    """out[b] += p[b]·mᵀ for rows lo ≤ b < hi still inside their length at step t: p (B, K), m (N, K).
+
+    Units outermost: each block of COLS rows of m is read from memory once per call and reused from L1 by
+    every block of batch rows.
+    """
     n = m.shape[0]
-    n4 = n - n % COLS
-    b = lo
-    while b + ROWS <= hi:
-        if t < max(lengths[b], lengths[b + 1], lengths[b + 2], lengths[b + 3]):
-            for j in range(0, n4, COLS):
-                _block_4x4(p, m, out, b, j)
-            for j in range(n4, n):
-                _block_4x1(p, m, out, b, j)
-        b += ROWS
-    while b < hi:
-        if t < lengths[b]:
-            for j in range(0, n4, COLS):
-                _block_1x4(p, m, out, b, j)
-            for j in range(n4, n):
-                _block_1x1(p, m, out, b, j)
-        b += 1
+    for j in range(0, n, COLS):
+        full = j + COLS <= n                                     # else the last n % COLS units, one by one
+        b = lo
+        while b + ROWS <= hi:
+            if t < max(lengths[b], lengths[b + 1], lengths[b + 2], lengths[b + 3]):
+                if full:
+                    _block_4x4(p, m, out, b, j)
+                else:
+                    for jj in range(j, n):
+                        _block_4x1(p, m, out, b, jj)
+            b += ROWS
+        while b < hi:
+            if t < lengths[b]:
+                if full:
+                    _block_1x4(p, m, out, b, j)
+                else:
+                    for jj in range(j, n):
+                        _block_1x1(p, m, out, b, jj)
+            b += 1
 
 
 # -- forward ----------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ EXAMPLES = ["Good, cheap food!", "The battery died after two days and support ne
             "Not bad at all, I would watch it again.", "Worst purchase ever."]
 HYPERPARAMETERS = dict(embed_dim=64, hidden_size=64, bidirectional=True, pooling="max", dropout=0.5,
                        embed_dropout=0.25)
-TRAINING = dict(lr=0.003, batch_size=32, epochs=12, patience=3, clip_norm=5.0, ensemble=5)
+TRAINING = dict(lr=0.005, batch_size=64, epochs=12, patience=2, clip_norm=5.0, ensemble=5)
 
 
 def read_labelled_sentences(path):

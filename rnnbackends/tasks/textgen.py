@@ -136,3 +136,8 @@ def generate(directory, prime=PRIME, length=SAMPLE_LENGTH, temperature=TEMPERATU
     return generate_text(models[0], Vocabulary(meta["vocabulary"]), meta["level"], prime, length, temperature,
                          top_k, seed)
 
+
+
+def predict(directory, lines, backend=None):
+    """Text generation has no line-by-line prediction: point to ``generate``."""
+    raise ValueError(f"{directory}: a textgen checkpoint; sample from it with 'rnnbackends generate --checkpoint DIR'")
