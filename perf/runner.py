@@ -214,8 +214,9 @@ def plot(result, peer, path):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     run = result.get("run", {})
-    fig.suptitle(f"{result.get('suite', '')} suite: {impl} vs {peer} — {run.get('cpu', '')} "
-                 f"({run.get('started_utc', '')})", fontsize=10)
+    where = result.get("machine", {}).get("device") or run.get("cpu", "")
+    fig.suptitle(f"{result.get('suite', '')} suite: {impl} vs {peer} — {where} ({run.get('started_utc', '')})",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -31,7 +31,7 @@ def categorical_cross_entropy(logits, targets, mask=None):
     K = logits.shape[-1]
     rows, flat_targets = xp.arange(targets.size), targets.reshape(-1)
     picked = log_probabilities.reshape(-1, K)[rows, flat_targets].reshape(targets.shape)   # log p[y]
-    d_logits = xp.exp(log_probabilities)                                                   # softmax - onehot(y)
+    d_logits = xp.ascontiguousarray(xp.exp(log_probabilities))                             # softmax - onehot(y)
     d_logits.reshape(-1, K)[rows, flat_targets] -= 1.0
     return float(-(picked * weights).sum()), d_logits * weights[..., None]
 

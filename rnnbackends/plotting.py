@@ -18,7 +18,7 @@ def plot_result(result, path):
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
     axes = list(axes[0])
     ax = axes.pop(0)
-    for i, history in enumerate(result.histories):
+    for i, history in enumerate(h for h in result.histories if h):
         epochs = [r["epoch"] for r in history]
         ax.plot(epochs, [r["loss"] for r in history], color=f"C{i}", label=f"model {i + 1} train")
         if "val_loss" in history[0]:
@@ -29,7 +29,7 @@ def plot_result(result, path):
     ax.legend(fontsize=7)
     if metrics:
         ax = axes.pop(0)
-        for i, history in enumerate(result.histories):
+        for i, history in enumerate(h for h in result.histories if h):
             for style, key in zip(("-", ":", "-."), metrics):
                 ax.plot([r["epoch"] for r in history], [r[key] for r in history], color=f"C{i}", linestyle=style,
                         label=f"model {i + 1} {key}")

@@ -47,7 +47,7 @@ def fit(model, loss_fn, optimizer, train_batches, *, epochs=10, validate=None, m
             model.reset_state()
         total, count = 0.0, 0
         bar = tqdm(train_batches(epoch), desc=f"{description} epoch {epoch + 1}/{epochs}", leave=False,
-                   disable=not progress, file=sys.stderr)
+                   disable=None if progress else True, file=sys.stderr)          # None: only on a terminal
         for batch in bar:
             total += train_step(model, loss_fn, optimizer, batch, clip_norm, clip_value)
             count += 1

@@ -67,7 +67,7 @@ def markdown(records):
     lines.append("Training times are wall-clock on a 2-core machine shared with other jobs, with "
                  "`OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1` (oversubscribed BLAS threads were 10× slower).")
     for r in records:
-        lines += ["", f"**{r['task']}** ({r['details'].get('best_epoch')} best epoch of {len(r['epochs'])}):", "", "```"]
+        lines += ["", f"**{r['task']}** (best epoch {r['details'].get('best_epoch')} of {len(r['epochs'])}):", "", "```"]
         lines += r["examples"]
         lines.append("```")
     return "\n".join(lines) + "\n"

@@ -153,6 +153,15 @@ def test_loss_gradients(backend, masked):
             assert (to_host(grad)[~mask] == 0).all()
 
 
+def test_categorical_cross_entropy_on_non_contiguous_logits():
+    z = rand(3, 5, 7, seed=12).swapaxes(0, 1)                          # (5, 3, 7), not C-contiguous
+    y = np.random.default_rng(1).integers(0, 7, (5, 3))
+    loss, grad = categorical_cross_entropy(z, y)
+    expected_loss, expected_grad = categorical_cross_entropy(np.ascontiguousarray(z), y)
+    assert loss == pytest.approx(expected_loss)
+    np.testing.assert_allclose(grad, expected_grad, atol=1e-15)
+
+
 def test_losses_match_the_textbook_formulas():
     z = np.array([-2.0, 0.5, 30.0])
     y = np.array([0.0, 1.0, 1.0])

@@ -9,14 +9,17 @@ from rnnbackends.testing import make_case, tolerance
 pytest.importorskip("numba", reason="numba is not installed")
 torch = pytest.importorskip("torch", reason="PyTorch parity tests need torch (pip install torch==2.13.0)")
 
-# Thresholds that send small shapes down each path: (BLAS_STEP_MIN_H, BLAS_STEP_MIN_B, PARALLEL_MIN_WORK).
-PATHS = {"blocked": (10**9, 10**9, 10**18), "blocked-parallel": (10**9, 10**9, 0), "blas-step": (1, 1, 10**18)}
+# Thresholds that send small shapes down each path.
+BLAS_NEVER = {"BLAS_STEP_MIN_B": 10**9}
+PATHS = {"blocked": dict(BLAS_NEVER, PARALLEL_MIN_WORK=10**18),
+         "blocked-parallel": dict(BLAS_NEVER, PARALLEL_MIN_WORK=0),
+         "blas-step": {"BLAS_STEP_MIN_B": 1, "BLAS_STEP_MIN_H": 1, "PARALLEL_MIN_WORK": 10**18}}
 
 
 @pytest.fixture(params=sorted(PATHS))
 def numba_path(request, monkeypatch):
     """A NumbaBackend whose thresholds force one kernel path."""
-    for name, value in zip(("BLAS_STEP_MIN_H", "BLAS_STEP_MIN_B", "PARALLEL_MIN_WORK"), PATHS[request.param]):
+    for name, value in PATHS[request.param].items():
         monkeypatch.setattr(numba_backend, name, value)
     return numba_backend.NumbaBackend()
 
@@ -39,9 +42,9 @@ def torch_rnn(x, a0, w_x, w_a, b_a, lengths, nonlinearity, d_a, d_a_n):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-@pytest.mark.parametrize("T, B, D, H", [(1, 1, 1, 1), (7, 9, 5, 10), (12, 6, 3, 33)])
+@pytest.mark.parametrize("T, B, D, H", [(1, 1, 1, 1), (7, 9, 5, 10), (12, 6, 3, 33), (5, 6, 4, 70)])
 def test_matches_torch_with_packed_lengths(numba_path, T, B, D, H, nonlinearity, dtype):
-    """Variable lengths (one row full, one of length 1), non-zero A_0, NaN in padded d_a: A, a_n, all gradients."""
+    """Lengths (one full, one 1), non-zero A_0, NaN in padded d_a: A, a_n, all gradients; H spans every tile kind."""
     rng = np.random.default_rng(T * 100 + B)
     lengths = rng.integers(1, T + 1, B)
     lengths[0], lengths[-1] = T, 1

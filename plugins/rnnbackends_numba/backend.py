@@ -1,23 +1,24 @@
 """The numba backend: the reference's semantics with BLAS GEMMs outside the time loop and njit kernels inside.
 
 Forward: X·W_X for all steps is one GEMM written straight into the output a; the A-chain then runs either
-as one njit call over all T steps (register-blocked dot products, small and medium H) or, for large H, as one
-BLAS product per step followed by an njit bias+activation pass. Backward: dZ_t and dZ_t·W_Aᵀ run the same
-way; after the loop d_w_x, d_w_a, d_x and d_b_a are one GEMM or reduction each. Batch rows are independent
-along the whole chain, so with enough work they are split across threads once per call, with no per-step
-synchronisation and results that do not depend on the split.
+as one njit call over all T steps (register tiles of explicit 512-bit FMAs against W_A packed once per
+call) or, for large B·H, as one BLAS product per step followed by an njit bias+activation pass.
+Backward: dZ_t and dZ_t·W_Aᵀ run the same way; after the loop d_w_x, d_w_a, d_x and d_b_a are one GEMM or
+reduction each. Batch rows are independent along the whole chain, so with enough work they are split across
+threads once per call, with no per-step synchronisation and results that do not depend on the split.
 """
 import importlib.metadata
 import importlib.util
 
 import numpy as np
 
-# Where per-step BLAS beats the register-blocked kernel for the product (B, H)·(H, H): BLAS runs 512-bit FMAs
-# but hands work to its threads at every step, while the blocked kernel syncs threads once per call (and on
-# a busy machine each hand-off can wait a scheduler slice). And how much work per call (T·B·H·H multiply-adds)
-# pays for waking more threads. Measured on 2 cores (perf/ is the lab).
-BLAS_STEP_MIN_H = 1024
+# Where per-step BLAS beats the register-tiled kernel for the product (B, H)·(H, H). On one thread the tiles
+# run at about OpenBLAS's rate up to B=64, H=512 (125-165 GFLOP/s per core here) without its per-step call
+# overhead; they also split rows across threads once per call where BLAS hands work to its threads at every
+# step (on a busy machine each hand-off can wait a scheduler slice). BLAS pulls ahead from H=1024.
+# PARALLEL_MIN_WORK: multiply-adds per call (T·B·H·H) that pay for waking more threads. Measured on 2 cores.
 BLAS_STEP_MIN_B = 32
+BLAS_STEP_MIN_H = 1024
 PARALLEL_MIN_WORK = 1 << 26
 
 
@@ -44,13 +45,12 @@ class NumbaBackend:
 
     def _plan(self, T, B, H):
         """(per-step BLAS?, threads sharing the batch rows) for a call of this shape."""
-        if H >= BLAS_STEP_MIN_H and B >= BLAS_STEP_MIN_B:
+        if B >= BLAS_STEP_MIN_B and H >= BLAS_STEP_MIN_H:
             return True, 1
         import numba
-        blocks = -(-B // self.kernels.ROWS)
         if T * B * H * H < PARALLEL_MIN_WORK:
             return False, 1
-        return False, max(1, min(numba.get_num_threads(), blocks))
+        return False, max(1, min(numba.get_num_threads(), -(-B // self.kernels.ROWS)))
 
     def path(self, T, B, H):
         """Which kernel path a call of this shape takes (for perf reports)."""
@@ -75,11 +75,12 @@ class NumbaBackend:
                 k.forward_step_finish(a[t], z_rec, b_a, steps, t, relu)
                 prev = a[t]
         else:
+            w_a_packed = k.pack_columns(w_a)                                     # W_A by column vectors
             w_a_t = np.ascontiguousarray(w_a.T)                                  # W_Aᵀ (H, H)
             if chunks > 1:
-                k.forward_rows_parallel(a, a0, w_a_t, b_a, steps, relu, chunks)
+                k.forward_rows_parallel(a, a0, w_a_packed, w_a_t, b_a, steps, relu, chunks)
             else:
-                k.forward_rows(a, a0, w_a_t, b_a, steps, relu, 0, B)
+                k.forward_rows(a, a0, w_a_packed, w_a_t, b_a, steps, relu, 0, B)
         a_n = a[steps - 1, np.arange(B)]                                         # last valid state (B, H)
         return a, a_n, (x, a0, w_x, w_a, a, steps, relu)
 
@@ -98,10 +99,12 @@ class NumbaBackend:
             for t in range(T - 1, -1, -1):
                 k.backward_step_start(dz[t], d_a[t], d_a_n, d_next, a[t], steps, t, relu, 0, B)
                 np.matmul(dz[t], w_a.T, out=d_next)
-        elif chunks > 1:
-            k.backward_rows_parallel(dz, d_a, d_a_n, d_next, a, w_a, steps, relu, chunks)
         else:
-            k.backward_rows(dz, d_a, d_a_n, d_next, a, w_a, steps, relu, 0, B)
+            w_a_t_packed = k.pack_columns(np.ascontiguousarray(w_a.T))          # W_Aᵀ by column vectors
+            if chunks > 1:
+                k.backward_rows_parallel(dz, d_a, d_a_n, d_next, a, w_a_t_packed, w_a, steps, relu, chunks)
+            else:
+                k.backward_rows(dz, d_a, d_a_n, d_next, a, w_a_t_packed, w_a, steps, relu, 0, B)
         dz_all = dz.reshape(T * B, H)
         d_w_x = x.reshape(T * B, D).T @ dz_all                                   # one GEMM over all steps
         d_w_a = a0.T @ dz[0]                                                     # A_{t-1}ᵀ·dZ_t: t=1 ...

@@ -3,20 +3,20 @@
 Importing this module imports numba; ``backend.py`` imports it only when the backend is used.
 
 Shapes (lecture notation): a (T, B, H) holds X_t·W_X on entry to the forward chain and A_t on exit;
-w_a_t = W_Aᵀ (H, H) so that row j of it is column j of W_A; dz (T, B, H) is dL/dZ_t.
+w_a_t = W_Aᵀ (H, H); dz (T, B, H) is dL/dZ_t; "packed" weights are (H // LANES, H, LANES), see pack_columns.
 
-The recurrent product is written as dot products over contiguous rows, blocked 4 batch rows × 4 units:
-16 running sums share each loaded row of A_{t-1} and of W_Aᵀ, and ``reassoc`` lets LLVM vectorise every
-sum (bit-identical from call to call: the compiled order is fixed). Units are the outer loop, so each block
-of W_Aᵀ is read once per step and reused from L1 by every block of rows. The activation runs afterwards
-over each finished row, where the branch-free ``tanh`` below vectorises too.
+The recurrent product runs in register tiles (4 batch rows × 3 vectors of units, explicit 512-bit FMAs, see
+below), units outermost so a strip of weights is read once per step and reused by every block of rows. The
+activation runs afterwards over each finished row, where the branch-free ``tanh`` below vectorises.
+Results are bit-identical from call to call (the compiled order is fixed) and whatever the split of rows
+across threads (a row's arithmetic never depends on it).
 """
 import math
 
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 
 # JIT flags, set here once. ``reassoc`` and ``contract`` only: sums may be reordered and fused into FMAs,
@@ -26,8 +26,7 @@ FASTMATH = {"reassoc", "contract"}
 serial = njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 parallel = njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy", parallel=True)
 
-ROWS = 4   # batch rows per register block (and the granule of the split across threads)
-COLS = 4   # units per register block
+ROWS = 4   # batch rows per register tile (and the granule of the split across threads)
 
 
 # -- tanh -------------------------------------------------------------------------------------------
@@ -146,44 +145,105 @@ def _activate_row(row, relu):
             row[j] = tanh(row[j])
 
 
-# -- the recurrent product, blocked -----------------------------------------------------------------
-# out[b, j] += Σ_k p[b, k]·m[j, k] for a block of rows b and units j; out holds the start value.
+# -- the recurrent product, register-tiled -------------------------------------------------------------
+# out[b, j] += Σ_k p[b, k]·w[k, j] for the rows b still inside their length. The weights come packed once per
+# call as w_packed (N // LANES, K, LANES): column vector v of w, contiguous along k, so every tile streams
+# memory in order. A tile keeps ROWS × VECTORS accumulators of one 512-bit vector each in registers across the
+# whole k loop: per k it loads VECTORS weight vectors, broadcasts one p[b, k] per row and issues ROWS × VECTORS
+# FMAs. LLVM would pick 256-bit vectors on its own here, so the tiles are written in LLVM IR with explicit
+# 512-bit vectors (split into narrower ones on CPUs without AVX-512). The last N % LANES units use dot
+# products against m = wᵀ (N, K).
+
+VECTOR_BYTES = 64
+VECTORS = 3                # weight vectors per tile: 48 float32 or 24 float64 units
+
+
+def _make_tile(rows, vectors):
+    """tile(p, w_packed, out, b, v): out[b:b+rows, v·L:(v+vectors)·L] += p[b:b+rows]·w, L = LANES.
+
+    In njit code it is the intrinsic below; in Python (NUMBA_DISABLE_JIT=1) the same product in NumPy.
+    """
+
+    def tile(p, w_packed, out, b, v):
+        lanes = w_packed.shape[2]
+        w_strip = np.concatenate(list(w_packed[v:v + vectors]), axis=1)     # (K, vectors·L)
+        out[b:b + rows, v * lanes:(v + vectors) * lanes] += p[b:b + rows] @ w_strip
+
+    @overload(tile)
+    def _tile_jit(p, w_packed, out, b, v):
+        return lambda p, w_packed, out, b, v: _tile_ir(p, w_packed, out, b, v)
+
+    @intrinsic
+    def _tile_ir(typingctx, p, w_packed, out, b, v):
+        if not (isinstance(p, types.Array) and p.ndim == 2 and w_packed.ndim == 3 and out.ndim == 2
+                and p.layout == w_packed.layout == out.layout == "C" and p.dtype == w_packed.dtype == out.dtype):
+            return None
+
+        def codegen(context, builder, signature, args):
+            p_arr, w_arr, out_arr = (context.make_array(ty)(context, builder, val)
+                                     for ty, val in zip(signature.args[:3], args[:3]))
+            b, v = (context.cast(builder, val, ty, types.intp) for val, ty in zip(args[3:], signature.args[3:]))
+            element = context.get_data_type(signature.args[0].dtype)
+            lanes = VECTOR_BYTES // context.get_abi_sizeof(element)
+            vector = ir.VectorType(element, lanes)
+            intp = context.get_value_type(types.intp)
+            K = cgutils.unpack_tuple(builder, p_arr.shape, 2)[1]
+            N = cgutils.unpack_tuple(builder, out_arr.shape, 2)[1]
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                                 f"llvm.fma.v{lanes}f{8 * context.get_abi_sizeof(element)}")
+            undef = ir.Constant(vector, ir.Undefined)
+            broadcast = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+
+            def const(i):
+                return ir.Constant(intp, i)
+
+            def vector_at(data, offset):
+                return builder.bitcast(builder.gep(data, [offset]), vector.as_pointer())
+
+            out_at = [[vector_at(out_arr.data, builder.add(builder.mul(builder.add(b, const(r)), N),
+                                                           builder.mul(builder.add(v, const(c)), const(lanes))))
+                       for c in range(vectors)] for r in range(rows)]
+            acc = [[cgutils.alloca_once(builder, vector) for _ in range(vectors)] for _ in range(rows)]
+            for r in range(rows):
+                for c in range(vectors):
+                    builder.store(builder.load(out_at[r][c], align=1), acc[r][c])
+            p_row = [builder.mul(builder.add(b, const(r)), K) for r in range(rows)]
+            w_column = [builder.mul(builder.add(v, const(c)), builder.mul(K, const(lanes))) for c in range(vectors)]
+            with cgutils.for_range(builder, K) as loop:
+                k = loop.index
+                k_lanes = builder.mul(k, const(lanes))
+                w_k = [builder.load(vector_at(w_arr.data, builder.add(w_column[c], k_lanes)), align=1)
+                       for c in range(vectors)]
+                for r in range(rows):
+                    p_bk = builder.load(builder.gep(p_arr.data, [builder.add(p_row[r], k)]))
+                    p_bk = builder.shuffle_vector(builder.insert_element(undef, p_bk, ir.Constant(ir.IntType(32), 0)),
+                                                  undef, broadcast)
+                    for c in range(vectors):
+                        builder.store(builder.call(fma, [p_bk, w_k[c], builder.load(acc[r][c])]), acc[r][c])
+            for r in range(rows):
+                for c in range(vectors):
+                    builder.store(builder.load(acc[r][c]), out_at[r][c], align=1)
+            return context.get_dummy_value()
+        return types.none(p, w_packed, out, b, v), codegen
+    return tile
+
+
+_tile_rows_wide = _make_tile(ROWS, VECTORS)
+_tile_rows_one = _make_tile(ROWS, 1)
+_tile_row_wide = _make_tile(1, VECTORS)
+_tile_row_one = _make_tile(1, 1)
+
+
+def pack_columns(w):
+    """w (K, N) → (N // LANES, K, LANES): its full column vectors, each contiguous along k (plain NumPy)."""
+    K, N = w.shape
+    lanes = VECTOR_BYTES // w.itemsize
+    return np.ascontiguousarray(w[:, :N - N % lanes].reshape(K, N // lanes, lanes).transpose(1, 0, 2))
+
 
 @serial
-def _block_4x4(p, m, out, b, j):
-    """Rows b..b+3 × units j..j+3 (2-D indexing throughout: no row views, no reference counting)."""
-    s00, s01, s02, s03 = out[b, j], out[b, j + 1], out[b, j + 2], out[b, j + 3]
-    s10, s11, s12, s13 = out[b + 1, j], out[b + 1, j + 1], out[b + 1, j + 2], out[b + 1, j + 3]
-    s20, s21, s22, s23 = out[b + 2, j], out[b + 2, j + 1], out[b + 2, j + 2], out[b + 2, j + 3]
-    s30, s31, s32, s33 = out[b + 3, j], out[b + 3, j + 1], out[b + 3, j + 2], out[b + 3, j + 3]
-    for k in range(p.shape[1]):
-        x0, x1, x2, x3 = p[b, k], p[b + 1, k], p[b + 2, k], p[b + 3, k]
-        w0, w1, w2, w3 = m[j, k], m[j + 1, k], m[j + 2, k], m[j + 3, k]
-        s00 += x0 * w0
-        s01 += x0 * w1
-        s02 += x0 * w2
-        s03 += x0 * w3
-        s10 += x1 * w0
-        s11 += x1 * w1
-        s12 += x1 * w2
-        s13 += x1 * w3
-        s20 += x2 * w0
-        s21 += x2 * w1
-        s22 += x2 * w2
-        s23 += x2 * w3
-        s30 += x3 * w0
-        s31 += x3 * w1
-        s32 += x3 * w2
-        s33 += x3 * w3
-    out[b, j], out[b, j + 1], out[b, j + 2], out[b, j + 3] = s00, s01, s02, s03
-    out[b + 1, j], out[b + 1, j + 1], out[b + 1, j + 2], out[b + 1, j + 3] = s10, s11, s12, s13
-    out[b + 2, j], out[b + 2, j + 1], out[b + 2, j + 2], out[b + 2, j + 3] = s20, s21, s22, s23
-    out[b + 3, j], out[b + 3, j + 1], out[b + 3, j + 2], out[b + 3, j + 3] = s30, s31, s32, s33
-
-
-@serial
-def _block_4x1(p, m, out, b, j):
-    """Rows b..b+3 × unit j."""
+def _dot_rows(p, m, out, b, j):
+    """Rows b..b+3 × unit j, as dot products against m = wᵀ."""
     s0, s1, s2, s3 = out[b, j], out[b + 1, j], out[b + 2, j], out[b + 3, j]
     for k in range(p.shape[1]):
         w = m[j, k]
@@ -195,21 +255,8 @@ def _block_4x1(p, m, out, b, j):
 
 
 @serial
-def _block_1x4(p, m, out, b, j):
-    """Row b × units j..j+3."""
-    s0, s1, s2, s3 = out[b, j], out[b, j + 1], out[b, j + 2], out[b, j + 3]
-    for k in range(p.shape[1]):
-        x = p[b, k]
-        s0 += x * m[j, k]
-        s1 += x * m[j + 1, k]
-        s2 += x * m[j + 2, k]
-        s3 += x * m[j + 3, k]
-    out[b, j], out[b, j + 1], out[b, j + 2], out[b, j + 3] = s0, s1, s2, s3
-
-
-@serial
-def _block_1x1(p, m, out, b, j):
-    """Row b × unit j."""
+def _dot_row(p, m, out, b, j):
+    """Row b × unit j, as a dot product against m = wᵀ."""
     s = out[b, j]
     for k in range(p.shape[1]):
         s += p[b, k] * m[j, k]
@@ -217,38 +264,47 @@ def _block_1x1(p, m, out, b, j):
 
 
 @serial
-def _rows_times_matrix(p, m, out, lo, hi, lengths, t):
-    """out[b] += p[b]·mᵀ for rows lo ≤ b < hi still inside their length at step t: p (B, K), m (N, K).
+def _rows_times_matrix(p, w_packed, m, out, lo, hi, lengths, t):
+    """out[b] += p[b]·w for rows lo ≤ b < hi still inside their length at step t: p (B, K), m = wᵀ (N, K).
 
-    Units outermost: each block of COLS rows of m is read from memory once per call and reused from L1 by
-    every block of batch rows.
+    Units outermost: a strip of weights is read from memory once per call and reused by every block of rows.
     """
-    n = m.shape[0]
-    for j in range(0, n, COLS):
-        full = j + COLS <= n                                     # else the last n % COLS units, one by one
+    n_vectors = w_packed.shape[0]
+    v = 0
+    while v < n_vectors:
+        wide = v + VECTORS <= n_vectors
         b = lo
         while b + ROWS <= hi:
             if t < max(lengths[b], lengths[b + 1], lengths[b + 2], lengths[b + 3]):
-                if full:
-                    _block_4x4(p, m, out, b, j)
+                if wide:
+                    _tile_rows_wide(p, w_packed, out, b, v)
                 else:
-                    for jj in range(j, n):
-                        _block_4x1(p, m, out, b, jj)
+                    _tile_rows_one(p, w_packed, out, b, v)
             b += ROWS
         while b < hi:
             if t < lengths[b]:
-                if full:
-                    _block_1x4(p, m, out, b, j)
+                if wide:
+                    _tile_row_wide(p, w_packed, out, b, v)
                 else:
-                    for jj in range(j, n):
-                        _block_1x1(p, m, out, b, jj)
+                    _tile_row_one(p, w_packed, out, b, v)
+            b += 1
+        v += VECTORS if wide else 1
+    for j in range(n_vectors * (VECTOR_BYTES // p.itemsize), m.shape[0]):
+        b = lo
+        while b + ROWS <= hi:
+            if t < max(lengths[b], lengths[b + 1], lengths[b + 2], lengths[b + 3]):
+                _dot_rows(p, m, out, b, j)
+            b += ROWS
+        while b < hi:
+            if t < lengths[b]:
+                _dot_row(p, m, out, b, j)
             b += 1
 
 
 # -- forward ----------------------------------------------------------------------------------------
 
 @serial
-def forward_rows(a, a0, w_a_t, b_a, lengths, relu, lo, hi):
+def forward_rows(a, a0, w_a_packed, w_a_t, b_a, lengths, relu, lo, hi):
     """A_t = g(X_t·W_X + A_{t-1}·W_A + b_A) for rows lo..hi-1, in place in a (T, B, H); 0 past lengths."""
     T, B, H = a.shape
     for t in range(T):
@@ -258,7 +314,7 @@ def forward_rows(a, a0, w_a_t, b_a, lengths, relu, lo, hi):
             row = out[b]
             for j in range(H):
                 row[j] += b_a[j]
-        _rows_times_matrix(prev, w_a_t, out, lo, hi, lengths, t)
+        _rows_times_matrix(prev, w_a_packed, w_a_t, out, lo, hi, lengths, t)
         for b in range(lo, hi):
             if t < lengths[b]:
                 _activate_row(out[b], relu)
@@ -267,14 +323,14 @@ def forward_rows(a, a0, w_a_t, b_a, lengths, relu, lo, hi):
 
 
 @parallel
-def forward_rows_parallel(a, a0, w_a_t, b_a, lengths, relu, n_chunks):
+def forward_rows_parallel(a, a0, w_a_packed, w_a_t, b_a, lengths, relu, n_chunks):
     """forward_rows with the batch rows split into n_chunks runs of whole register blocks, one per thread."""
     B = a.shape[1]
     blocks = (B + ROWS - 1) // ROWS
     for c in prange(n_chunks):
         lo = ROWS * (blocks * c // n_chunks)
         hi = min(B, ROWS * (blocks * (c + 1) // n_chunks))
-        forward_rows(a, a0, w_a_t, b_a, lengths, relu, lo, hi)
+        forward_rows(a, a0, w_a_packed, w_a_t, b_a, lengths, relu, lo, hi)
 
 
 @serial
@@ -320,20 +376,20 @@ def backward_step_start(dz, d_a, d_a_n, d_next, a, lengths, t, relu, lo, hi):
 
 
 @serial
-def backward_rows(dz, d_a, d_a_n, d_next, a, w_a, lengths, relu, lo, hi):
+def backward_rows(dz, d_a, d_a_n, d_next, a, w_a_t_packed, w_a, lengths, relu, lo, hi):
     """BPTT for rows lo..hi-1: dz (T, B, H) ← dL/dZ_t; d_next (B, H), zero on entry, ends as dL/dA_0."""
     T = dz.shape[0]
     for t in range(T - 1, -1, -1):
         backward_step_start(dz[t], d_a[t], d_a_n, d_next, a[t], lengths, t, relu, lo, hi)
-        _rows_times_matrix(dz[t], w_a, d_next, lo, hi, lengths, t)   # dZ_t·W_Aᵀ: the only sequential product
+        _rows_times_matrix(dz[t], w_a_t_packed, w_a, d_next, lo, hi, lengths, t)  # dZ_t·W_Aᵀ: the sequential part
 
 
 @parallel
-def backward_rows_parallel(dz, d_a, d_a_n, d_next, a, w_a, lengths, relu, n_chunks):
+def backward_rows_parallel(dz, d_a, d_a_n, d_next, a, w_a_t_packed, w_a, lengths, relu, n_chunks):
     """backward_rows with the batch rows split into n_chunks runs of whole register blocks, one per thread."""
     B = dz.shape[1]
     blocks = (B + ROWS - 1) // ROWS
     for c in prange(n_chunks):
         lo = ROWS * (blocks * c // n_chunks)
         hi = min(B, ROWS * (blocks * (c + 1) // n_chunks))
-        backward_rows(dz, d_a, d_a_n, d_next, a, w_a, lengths, relu, lo, hi)
+        backward_rows(dz, d_a, d_a_n, d_next, a, w_a_t_packed, w_a, lengths, relu, lo, hi)
