@@ -134,7 +134,10 @@ def _peak_bytes(fn):
 def run_suite(args):
     """Time every shape; returns the result dict perf's runner writes."""
     import numpy as np
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise SystemExit("the CPU suite times torch.nn.RNN as its peer: pip install torch") from None
     names_and_backends = _backends(args.backends)
     if "numba" in names_and_backends:
         import numba
@@ -160,7 +163,7 @@ def run_suite(args):
             for pass_name, fn in zip(runner.PASSES, fns):
                 ms, all_ms = runner.time_host(fn, warmup, repeats, budget)
                 medians[(impl, pass_name)] = ms
-                rows.append(_row(group, H, B, T, p, impl, pass_name, ms, all_ms, ceiling))
+                rows.append(_row(group, H, B, T, p, impl, pass_name, ms, all_ms))
                 if impl != PEER:
                     rows[-1]["peak_bytes"], rows[-1]["returned_bytes"] = _peak_bytes(fn)
                     if pass_name == "forward":                    # the chain alone: forward minus X·W_X
@@ -174,17 +177,22 @@ def run_suite(args):
         print(f"[cpu] {group} H={H} B={B} T={T}: " + ", ".join(
             f"{i}/{'fb' if s != 'forward' else 'f'} {ms:.2f} ms" for (i, s), ms in medians.items()),
             file=sys.stderr)
+    ceiling_after, ceiling_by_n_after = runner.sgemm_gflops(dtype=args.dtype)   # the load may have changed
+    ceiling = max(ceiling, ceiling_after)
+    for row in rows:
+        if not row.get("skipped"):
+            row["fraction_of_ceiling"] = row["gflops_recurrent"] / ceiling
     return {"suite": "cpu", "peer": PEER, "primary": "numba" if "numba" in names_and_backends else None,
             "dtype": args.dtype, "threads": args.threads, "quick": args.quick,
             "timing": {"warmup": warmup, "max_repeats": repeats, "budget_s": budget, "statistic": "median"},
             "machine": _machine(args.threads),
-            "sgemm_gflops": ceiling, "sgemm_gflops_by_n": ceiling_by_n,
+            "sgemm_gflops": ceiling, "sgemm_gflops_by_n": {"before": ceiling_by_n, "after": ceiling_by_n_after},
             "compile": None if args.quick or args.no_compile_times or "numba" not in names_and_backends
             else compile_times(),
             "rows": rows, "targets": targets(rows, ceiling)}
 
 
-def _row(group, H, B, T, p, impl, pass_name, ms, all_ms, ceiling):
+def _row(group, H, B, T, p, impl, pass_name, ms, all_ms):
     """One timed row."""
     D = p["x"].shape[2]
     passes = 1 if pass_name == "forward" else 3
@@ -192,7 +200,7 @@ def _row(group, H, B, T, p, impl, pass_name, ms, all_ms, ceiling):
     return {"group": group, "H": H, "B": B, "T": T, "D": D, "dtype": str(p["x"].dtype), "impl": impl,
             "pass": pass_name, "median_ms": ms, "min_ms": min(all_ms), "repeats_ms": all_ms,
             "us_per_step": ms * 1e3 / T,
-            "gflops_recurrent": recurrent, "fraction_of_ceiling": recurrent / ceiling,
+            "gflops_recurrent": recurrent,
             "gflops_all": passes * 2 * B * (D + H) * H * T / (ms * 1e-3) / 1e9,
             "state_bytes": T * B * H * p["x"].itemsize}
 
@@ -309,7 +317,8 @@ def markdown(result):
     lines = [f"# CPU suite — {run.get('cpu', '')}, {result['threads']} threads, {result['dtype']}", "",
              f"{run.get('started_utc', '')}, commit {run.get('git_commit', '')[:12]}; numpy {m['numpy']} "
              f"({m['blas']}), numba {m.get('numba', '-')} ({m.get('numba_threading_layer', '')}), torch "
-             f"{m['torch']} ({m['torch_threads']} threads). sgemm ceiling {result['sgemm_gflops']:.0f} GFLOP/s. "
+             f"{m['torch']} ({m['torch_threads']} threads). sgemm ceiling {result['sgemm_gflops']:.0f} GFLOP/s "
+             f"(fastest of 10 square GEMMs, before and after the grid). "
              f"Median of up to {result['timing']['max_repeats']} calls after {result['timing']['warmup']} "
              f"warm-up. Load average (1/5/15 min) before {_load(run.get('load_before'))}, after "
              f"{_load(run.get('load_after'))}: other processes shared this machine, so treat single "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from .commands import one_blas_thread
 from .tasks import textgen, translation
 
 
@@ -36,8 +37,9 @@ def cmd_generate(args) -> int:
         raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
-    print(textgen.generate(args.checkpoint, args.prime, args.length, args.temperature, args.top_k, args.seed,
-                           backend=args.backend))
+    with one_blas_thread():
+        print(textgen.generate(args.checkpoint, args.prime, args.length, args.temperature, args.top_k, args.seed,
+                               backend=args.backend))
     return 0
 
 
@@ -51,6 +53,8 @@ def cmd_translate(args) -> int:
         with open(args.input, encoding="utf-8") as f:
             text = f.read()
     lines = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
-    for sentence in translation.translate(args.checkpoint, lines, args.beam, backend=args.backend):
+    with one_blas_thread():
+        sentences = translation.translate(args.checkpoint, lines, args.beam, backend=args.backend)
+    for sentence in sentences:
         print(sentence)
     return 0

@@ -16,6 +16,7 @@ import platform
 import sys
 from pathlib import Path
 
+from rnnbackends.commands import one_blas_thread
 from rnnbackends.tasks import get_task
 
 TASKS = ("tagging", "textgen", "translation")
@@ -27,8 +28,9 @@ BEGIN, END = "<!-- seqtasks:begin -->", "<!-- seqtasks:end -->"
 
 def run(task, backend, out, seed):
     """Train one task with its defaults and write OUT/TASK.json; returns the record."""
-    result = get_task(task).train(backend=backend, seed=seed, save=out / task, progress=True,
-                                  log=lambda line: print(line, file=sys.stderr))
+    with one_blas_thread():
+        result = get_task(task).train(backend=backend, seed=seed, save=out / task, progress=True,
+                                      log=lambda line: print(line, file=sys.stderr))
     record = {**result.metrics(), "baselines": result.baselines, "details": result.details,
               "examples": result.examples, "seconds": result.seconds, "seed": seed,
               "epochs": result.histories[0],

@@ -147,12 +147,12 @@ def _activate_row(row, relu):
 
 # -- the recurrent product, register-tiled -------------------------------------------------------------
 # out[b, j] += Σ_k p[b, k]·w[k, j] for the rows b still inside their length. The weights come packed once per
-# call as w_packed (N // LANES, K, LANES): column vector v of w, contiguous along k, so every tile streams
-# memory in order. A tile keeps ROWS × VECTORS accumulators of one 512-bit vector each in registers across the
-# whole k loop: per k it loads VECTORS weight vectors, broadcasts one p[b, k] per row and issues ROWS × VECTORS
-# FMAs. LLVM would pick 256-bit vectors on its own here, so the tiles are written in LLVM IR with explicit
-# 512-bit vectors (split into narrower ones on CPUs without AVX-512). The last N % LANES units use dot
-# products against m = wᵀ (N, K).
+# call as w_packed (N // LANES, K, LANES), LANES = 16 float32 or 8 float64 (one 512-bit vector): column vector
+# v of w, contiguous along k, so every tile streams memory in order. A tile keeps ROWS × VECTORS accumulators
+# of one 512-bit vector each in registers across the whole k loop: per k it loads VECTORS weight vectors,
+# broadcasts one p[b, k] per row and issues ROWS × VECTORS FMAs. LLVM would pick 256-bit vectors on its own
+# here, so the tiles are written in LLVM IR with explicit 512-bit vectors (split into narrower ones on CPUs
+# without AVX-512). The last N % LANES units use dot products against m = wᵀ (N, K).
 
 VECTOR_BYTES = 64
 VECTORS = 3                # weight vectors per tile: 48 float32 or 24 float64 units
@@ -267,7 +267,7 @@ def _dot_row(p, m, out, b, j):
 def _rows_times_matrix(p, w_packed, m, out, lo, hi, lengths, t):
     """out[b] += p[b]·w for rows lo ≤ b < hi still inside their length at step t: p (B, K), m = wᵀ (N, K).
 
-    Units outermost: a strip of weights is read from memory once per call and reused by every block of rows.
+    Units outermost: a strip of weights is read from memory once per step and reused by every block of rows.
     """
     n_vectors = w_packed.shape[0]
     v = 0
