@@ -229,48 +229,68 @@ class LanguageModel(Model):
 class EncoderDecoder(Model):
     """Many-to-many of different lengths: an encoder RNN's final state A_n is the decoder RNN's A_0 (teacher forcing).
 
-    ``dropout`` applies to both embeddings and to the decoder's states before the output layer.
+    With ``feed_context`` the summary A_n is also appended to the decoder's input at every step (Cho et al. 2014),
+    so the decoder need not carry it in its state alone. ``dropout`` applies to both embeddings and to the
+    decoder's states before the output layer.
     """
 
     def __init__(self, source_vocab_size, target_vocab_size, embed_dim=64, hidden_size=128, nonlinearity="tanh",
-                 padding_idx=0, dropout=0.0, backend=None, dtype="float32", seed=0):
+                 padding_idx=0, dropout=0.0, feed_context=False, backend=None, dtype="float32", seed=0):
         super().__init__({k: v for k, v in locals().items() if k not in ("self", "backend", "dtype", "seed", "__class__")},
                          backend, dtype, seed)
         common = self.common()
+        self.embed_dim, self.feed_context = embed_dim, feed_context
         self.source_embedding = self.add("source_embedding", Embedding(source_vocab_size, embed_dim, padding_idx, self.rng, **common))
         self.target_embedding = self.add("target_embedding", Embedding(target_vocab_size, embed_dim, padding_idx, self.rng, **common))
         self.encoder = self.add("encoder", RNN(embed_dim, hidden_size, nonlinearity=nonlinearity,
                                                return_sequences=False, rng=self.rng, **common))
-        self.decoder = self.add("decoder", RNN(embed_dim, hidden_size, nonlinearity=nonlinearity, rng=self.rng, **common))
+        decoder_input = embed_dim + hidden_size if feed_context else embed_dim
+        self.decoder = self.add("decoder", RNN(decoder_input, hidden_size, nonlinearity=nonlinearity, rng=self.rng, **common))
         self.output = self.add("output", Dense(hidden_size, target_vocab_size, rng=self.rng, **common))
         self.source_dropout = self.add("source_dropout", Dropout(dropout, self.rng, **common))
         self.target_dropout = self.add("target_dropout", Dropout(dropout, self.rng, **common))
         self.output_dropout = self.add("output_dropout", Dropout(dropout, self.rng, **common))
+
+    def decoder_input(self, x_target, summary):
+        """Target embeddings (T, B, D) -> the decoder's input: (T, B, D), or (T, B, D+H) with the summary (B, H) appended."""
+        if not self.feed_context:
+            return x_target
+        T, B, _ = x_target.shape
+        return self.xp.concatenate([x_target, self.xp.broadcast_to(summary[None], (T, B, summary.shape[-1]))], axis=2)
 
     def forward(self, source_ids, source_lengths, target_in_ids, target_lengths=None):
         """source (S, B), target inputs (T, B) starting with a start token -> logits (T, B, V_target)."""
         x_source = self.source_dropout.forward(self.source_embedding.forward(source_ids))             # (S, B, D)
         summary = self.encoder.forward(x_source, source_lengths)                                      # A_n (B, H)
         x_target = self.target_dropout.forward(self.target_embedding.forward(target_in_ids))         # (T, B, D)
-        a = self.decoder.forward(x_target, target_lengths, summary[None])                            # (T, B, H)
+        a = self.decoder.forward(self.decoder_input(x_target, summary), target_lengths, summary[None])  # (T, B, H)
         return self.output.forward(self.output_dropout.forward(a))
 
     def backward(self, d_logits):
-        """dL/dlogits (T, B, V) -> gradients of both RNNs through the handed-over state."""
+        """dL/dlogits (T, B, V) -> gradients of both RNNs through the handed-over state (and the fed context)."""
         d_a = self.output_dropout.backward(self.output.backward(d_logits))
-        self.target_embedding.backward(self.target_dropout.backward(self.decoder.backward(d_a)))
-        d_x_source = self.encoder.backward(self.decoder.d_a0[0])
+        d_x = self.decoder.backward(d_a)                                         # (T, B, D) or (T, B, D+H)
+        d_summary = self.decoder.d_a0[0]                                         # (B, H)
+        if self.feed_context:
+            d_summary = d_summary + d_x[:, :, self.embed_dim:].sum(axis=0)
+            d_x = d_x[:, :, :self.embed_dim]
+        self.target_embedding.backward(self.target_dropout.backward(d_x))
+        d_x_source = self.encoder.backward(d_summary)
         self.source_embedding.backward(self.source_dropout.backward(d_x_source))
 
     def encode(self, source_ids, source_lengths=None):
-        """source (S, B), lengths (B,) -> the encoder's final state A_n as the decoder's A_0 (1, B, H), on the host."""
-        return to_host(self.encoder.forward(self.source_embedding.forward(source_ids), source_lengths))[None]
+        """source (S, B), lengths (B,) -> the decoding state on the host: A_0 = A_n (1, B, H), and A_n again
+        (2, B, H) with ``feed_context``."""
+        summary = to_host(self.encoder.forward(self.source_embedding.forward(source_ids), source_lengths))   # (B, H)
+        return np.stack([summary, summary]) if self.feed_context else summary[None]
 
     def step(self, tokens, state):
-        """tokens (B,), state (1, B, H) on the host -> logits (B, V_target) and the new state, on the host."""
-        a = self.decoder.forward(self.target_embedding.forward(np.asarray(tokens, dtype=np.int64)[None]), None,
-                                 self.xp.asarray(state, dtype=self.dtype))                       # (1, B, H)
-        return to_host(self.output.forward(a)[0]), to_host(self.decoder.a_n)
+        """tokens (B,), the state from ``encode`` or the last step, on the host -> logits (B, V_target), new state."""
+        state = self.xp.asarray(state, dtype=self.dtype)
+        x_target = self.target_embedding.forward(np.asarray(tokens, dtype=np.int64)[None])          # (1, B, D)
+        a = self.decoder.forward(self.decoder_input(x_target, state[-1]), None, state[:1])           # (1, B, H)
+        new_state = self.xp.concatenate([self.decoder.a_n, state[1:]]) if self.feed_context else self.decoder.a_n
+        return to_host(self.output.forward(a)[0]), to_host(new_state)
 
     def translate(self, source_ids, source_lengths, start_id, end_id, max_steps, beam_size=1, alpha=1.0):
         """Decode each source greedily (``beam_size`` 1) or by beam search -> (id lists, normalised log P)."""

@@ -66,8 +66,9 @@ def markdown(records):
         lines.append(f"| {r['task']} | {DATA[r['task']]} | {r['metric']} | {baseline(r)} | {ours(r)} | {r['backend']} "
                      f"| {r['seconds'] / 60:.1f} min |")
     lines.append("")
-    lines.append("Training times are wall-clock on a 2-core machine shared with other jobs, with "
-                 "`OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1` (oversubscribed BLAS threads were 10× slower).")
+    lines.append("Training times are the wall-clock time of the whole run (reading data, training, evaluating, "
+                 "decoding the test set) on a 2-core machine shared with other jobs, with BLAS and Numba on one "
+                 "thread each (oversubscribed threads made these runs about 10× slower).")
     for r in records:
         lines += ["", f"**{r['task']}** (best epoch {r['details'].get('best_epoch')} of {len(r['epochs'])}):", "", "```"]
         lines += r["examples"]

@@ -44,9 +44,11 @@ def test_detokenize_and_reversed_source():
     assert translation.encode_source(vocabulary, ["do", "you", "swim"], reverse=True) == [1, 3, 2]
 
 
+@pytest.mark.parametrize("feed_context", [False, True])
 @pytest.mark.parametrize("backend_name", CPU_BACKENDS)
-def test_encoder_decoder_with_dropout_gradients(backend_name):
-    model = EncoderDecoder(9, 8, embed_dim=3, hidden_size=4, dropout=0.3, backend=backend_name, dtype="float64")
+def test_encoder_decoder_with_dropout_gradients(backend_name, feed_context):
+    model = EncoderDecoder(9, 8, embed_dim=3, hidden_size=4, dropout=0.3, feed_context=feed_context,
+                           backend=backend_name, dtype="float64")
     inputs = (np.array([[1, 2], [4, 3], [5, 0]]), np.array([3, 2]), np.array([[2, 2], [5, 6], [7, 0]]), np.array([3, 2]))
     weights = np.random.default_rng(2).normal(size=(3, 2, 8))
 
@@ -59,6 +61,18 @@ def test_encoder_decoder_with_dropout_gradients(backend_name):
     loss()
     model.backward(model.xp.asarray(weights))
     check_gradients(loss, model.params, model.grads, max_checks=12)
+
+
+@pytest.mark.parametrize("feed_context", [False, True])
+def test_decoding_step_by_step_matches_teacher_forcing(feed_context):
+    model = EncoderDecoder(9, 8, embed_dim=3, hidden_size=4, feed_context=feed_context, backend="numpy", dtype="float64")
+    model.eval()
+    source, lengths, target_in = np.array([[1, 2], [4, 3], [5, 0]]), np.array([3, 2]), np.array([[2, 2], [5, 6], [7, 3]])
+    forced = to_host(model.forward(source, lengths, target_in))                   # (T, B, V)
+    state = model.encode(source, lengths)
+    for t in range(3):
+        logits, state = model.step(target_in[t], state)
+        np.testing.assert_allclose(logits, forced[t], rtol=1e-10)
 
 
 @pytest.fixture(scope="module")
