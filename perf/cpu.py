@@ -84,9 +84,11 @@ def _ours(backend, p):
     args = [p[k] for k in ("x", "a0", "w_x", "w_a", "b_a")]
 
     def forward():
+        """Our forward through the validating handle."""
         return backend.forward_sequence(*args)
 
     def forward_backward():
+        """Our forward then backward, into every gradient."""
         _, _, saved = backend.forward_sequence(*args)
         return backend.backward_sequence(saved, p["d_a"], p["d_a_n"])
     return forward, forward_backward
@@ -109,10 +111,12 @@ def _torch(p, threads):
     d_out, d_hn = torch.from_numpy(p["d_a"]), torch.from_numpy(p["d_a_n"][None])
 
     def forward():
+        """torch's inference forward."""
         with torch.no_grad():
             return rnn(x, h0)
 
     def forward_backward():
+        """torch's forward then autograd backward into x, h0 and every weight."""
         rnn.zero_grad(set_to_none=True)
         x.grad = h0.grad = None
         out, h_n = rnn(x, h0)
@@ -249,7 +253,7 @@ import rnnbackends
 out = {"import_rnnbackends_s": time.perf_counter() - t0, "numba_imported_by_import": "numba" in sys.modules}
 backend = rnnbackends.get_backend("numba")
 rng = np.random.default_rng(0)
-for label, (T, B, H) in (("blocked", (3, 5, 8)), ("blocked_parallel", (64, 16, 256)), ("blas_step", (2, 64, 2048))):
+for label, (T, B, H) in (("blocked", (3, 5, 8)), ("blocked_parallel", (1024, 16, 256)), ("blas_step", (2, 32, 1024))):
     for dtype in ("float32", "float64"):
         x, a0 = rng.standard_normal((T, B, H)).astype(dtype), np.zeros((B, H), dtype)
         w = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(dtype)

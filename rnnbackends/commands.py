@@ -67,7 +67,7 @@ def train_task(args) -> int:
                         progress=not args.quiet, log=None if args.quiet else _log, **options)
     better = "beats" if result.beats_baseline else "does NOT beat"
     print(f"{result.task} on backend {result.backend} in {result.seconds:.0f} s: "
-          f"test {result.metric} {result.value:.4f} ({better} the best baseline, {result.baseline:.4f})")
+          f"{result.metric} {result.value:.4f} ({better} the best baseline, {result.baseline:.4f})")
     for name, value in result.baselines.items():
         print(f"  baseline {name}: {value:.4f}")
     for name, value in result.details.items():

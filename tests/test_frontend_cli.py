@@ -48,7 +48,7 @@ def test_train_save_predict_metrics_and_plot(tmp_path, capsys):
     assert main(["train", "timeseries", "--epochs", "3", "--quiet", "--save", str(save),
                  "--metrics-out", str(metrics), "--plot", str(plot), "--backend", "numpy"]) == 0
     out = capsys.readouterr().out
-    assert "test rmse" in out and "baseline seasonal naive" in out
+    assert "test RMSE (one-step)" in out and "baseline seasonal naive" in out
     record = json.loads(metrics.read_text())
     assert set(record) == {"task", "backend", "metric", "value", "baseline", "higher_is_better"}
     assert record["task"] == "timeseries" and record["backend"] == "numpy" and record["higher_is_better"] is False

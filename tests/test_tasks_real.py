@@ -29,7 +29,7 @@ def sentiment_run(tmp_path_factory):
 
 def test_sentiment_reaches_its_target_and_beats_both_baselines(sentiment_run):
     record = json.loads((sentiment_run / "m.json").read_text())
-    assert record["metric"] == "accuracy" and record["higher_is_better"] is True
+    assert record["metric"] == "test accuracy" and record["higher_is_better"] is True
     assert record["value"] >= 0.80, record                              # the target (0.78 is the floor)
     assert record["value"] > record["baseline"] >= 0.75, record         # bag-of-words logistic regression
     printed = (sentiment_run / "stdout.txt").read_text()
@@ -66,7 +66,7 @@ def test_sentiment_predict_is_the_same_on_every_backend(sentiment_run):
 def test_timeseries_beats_the_better_baseline(name):
     result = timeseries.train(os.path.join(DATA, name), progress=False)
     record = result.metrics()
-    assert record["metric"] == "rmse" and record["higher_is_better"] is False
+    assert record["metric"] == "test RMSE (one-step)" and record["higher_is_better"] is False
     assert record["value"] < 0.8 * record["baseline"], record           # one-step RMSE
     scores = result.details["scores (RMSE, MAE)"]
     for kind in (0, 1):                                                  # multi-step RMSE and MAE

@@ -12,15 +12,16 @@ import importlib.util
 
 import numpy as np
 
-# Where per-step BLAS would beat the register-tiled kernel for the product (B, H)·(H, H). Measured on 2 cores
-# (perf/ is the lab), the tiles run at or above OpenBLAS's rate for these skinny products up to B=64, H=1024
-# (about 130 GFLOP/s per core against 105 at H=1024) without its per-call overhead, and split rows across
-# threads once per call where BLAS hands work to its threads at every step (on a busy machine each hand-off can
-# wait a scheduler slice). BLAS is kept for larger products, where its cache blocking should pay.
-# PARALLEL_MIN_WORK: multiply-adds per call (T·B·H·H) that pay for waking more threads.
-BLAS_STEP_MIN_B = 64
-BLAS_STEP_MIN_H = 2048
-PARALLEL_MIN_WORK = 1 << 26
+# Where per-step BLAS beats the register-tiled kernel for the product (B, H)·(H, H). Measured on 2 cores (perf/
+# is the lab): the tiles run at or above OpenBLAS's rate for these skinny products up to H=512 (125-165 GFLOP/s
+# per core) without its per-call overhead, and split rows across threads once per call where BLAS hands work
+# to its threads at every step (on a busy machine each hand-off can wait a scheduler slice). From H=1024 the
+# two are level on one core and BLAS pulls ahead on an idle machine's two.
+# PARALLEL_MIN_WORK: multiply-adds per call (T·B·H·H, 2³⁰ ≈ 16 ms on one core) from which waking a second
+# thread pays even when a busy machine makes it wait a scheduler slice (4 ms here) before it starts.
+BLAS_STEP_MIN_B = 32
+BLAS_STEP_MIN_H = 1024
+PARALLEL_MIN_WORK = 1 << 30
 
 
 class NumbaBackend:

@@ -159,10 +159,8 @@ VECTORS = 3                # weight vectors per tile: 48 float32 or 24 float64 u
 
 
 def _make_tile(rows, vectors):
-    """tile(p, w_packed, out, b, v): out[b:b+rows, v·L:(v+vectors)·L] += p[b:b+rows]·w, L = LANES.
-
-    In njit code it is the intrinsic below; in Python (NUMBA_DISABLE_JIT=1) the same product in NumPy.
-    """
+    """tile(p, w_packed, out, b, v): out[b:b+rows, v·L:(v+vectors)·L] += p[b:b+rows]·w, L = LANES."""
+    # In njit code tile is the LLVM-IR intrinsic below; in Python (NUMBA_DISABLE_JIT=1) the same product in NumPy.
 
     def tile(p, w_packed, out, b, v):
         lanes = w_packed.shape[2]
@@ -265,10 +263,8 @@ def _dot_row(p, m, out, b, j):
 
 @serial
 def _rows_times_matrix(p, w_packed, m, out, lo, hi, lengths, t):
-    """out[b] += p[b]·w for rows lo ≤ b < hi still inside their length at step t: p (B, K), m = wᵀ (N, K).
-
-    Units outermost: a strip of weights is read from memory once per step and reused by every block of rows.
-    """
+    """out[b] += p[b]·w for rows lo ≤ b < hi still inside their length at step t: p (B, K), m = wᵀ (N, K)."""
+    # Units outermost: a strip of weights is read from memory once per step and reused by every block of rows.
     n_vectors = w_packed.shape[0]
     v = 0
     while v < n_vectors:
@@ -352,11 +348,9 @@ def forward_step_finish(out, z_rec, b_a, lengths, t, relu):
 
 @serial
 def backward_step_start(dz, d_a, d_a_n, d_next, a, lengths, t, relu, lo, hi):
-    """dL/dZ_t = (dL/dA_t + dZ_{t+1}·W_Aᵀ) ⊙ g'(Z_t) for rows lo..hi-1, then d_next[b] ← 0 for the product.
-
-    dz, d_a, d_next, a: (B, H) at step t. d_a counts only inside a row's length, d_a_n (B, H) at its end,
-    where nothing arrives from later steps; past the length dZ_t is 0.
-    """
+    """dL/dZ_t = (dL/dA_t + dZ_{t+1}·W_Aᵀ) ⊙ g'(Z_t) for rows lo..hi-1, then d_next[b] ← 0 for the product."""
+    # dz, d_a, d_next, a: (B, H) at step t. d_a counts only inside a row's length, d_a_n (B, H) at its end,
+    # where nothing arrives from later steps; past the length dZ_t is 0.
     H = dz.shape[1]
     for b in range(lo, hi):
         dz_row, a_row = dz[b], a[b]

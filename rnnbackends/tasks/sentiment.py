@@ -165,7 +165,7 @@ def train(data=None, backend=None, epochs=None, seed=0, save=None, progress=True
     if save:
         checkpoint.save(save, models, {"task": "sentiment", "tokenizer": tokenizer.config(),
                                        "vocabulary": vocabulary.tokens, "test_accuracy": accuracy})
-    return TaskResult(task="sentiment", backend=models[0].backend.name, metric="accuracy", value=accuracy,
+    return TaskResult(task="sentiment", backend=models[0].backend.name, metric="test accuracy", value=accuracy,
                       baselines={"majority class": base["majority"], "bag-of-words logistic regression": base["bow_logreg"]},
                       higher_is_better=True, histories=histories, seconds=time.perf_counter() - started,
                       details={"train": len(train_idx), "validation": len(val_idx), "test": len(test_idx),

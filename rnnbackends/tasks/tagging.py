@@ -175,7 +175,7 @@ def train(data=None, backend=None, epochs=None, seed=0, save=None, progress=True
     if save:
         checkpoint.save(save, model, {**meta, "epoch": best["epoch"] if best else None,
                                       "test_accuracy": ours[0], "test_oov_accuracy": ours[1]})
-    return TaskResult(task="tagging", backend=model.backend.name, metric="UPOS accuracy", value=ours[0],
+    return TaskResult(task="tagging", backend=model.backend.name, metric="test UPOS accuracy", value=ours[0],
                       baselines={"most frequent tag": baseline[0]}, higher_is_better=True, histories=[history],
                       seconds=time.perf_counter() - started,
                       details={"oov_accuracy": ours[1], "baseline_oov_accuracy": baseline[1],

@@ -187,7 +187,7 @@ def train(data=None, backend=None, epochs=None, seed=0, save=None, progress=True
                                        "season": season, "data": path.name})
     examples = [f"{dates[first + i]}: truth {truth[i]:g}, RNN one-step {forecasts['RNN'][i]:.1f}, "
                 f"multi-step {forecasts['RNN multi-step'][i]:.1f}" for i in range(min(3, last - first))]
-    return TaskResult(task="timeseries", backend=models[0].backend.name, metric="rmse", value=scores["RNN"][0],
+    return TaskResult(task="timeseries", backend=models[0].backend.name, metric="test RMSE (one-step)", value=scores["RNN"][0],
                       baselines={"persistence": scores["persistence"][0], "seasonal naive": scores["seasonal naive"][0]},
                       higher_is_better=False, histories=histories, seconds=time.perf_counter() - started,
                       details={"data": path.name, "values": len(values), "train": n_train, "validation": n_val,
