@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _to_host(value):
-    """A host NumPy copy of a NumPy or CuPy array (or a Python scalar)."""
-    return np.asarray(value.get() if hasattr(value, "get") and not isinstance(value, np.ndarray) else value)
+from .interop import to_host
 
 
 def numerical_gradient(loss_fn, array, index, eps=1e-6) -> float:
@@ -33,7 +30,7 @@ def check_gradients(loss_fn, params, grads, *, eps=1e-6, rtol=1e-5, atol=1e-8, m
     for name, array in params.items():
         if array.dtype != np.float64:
             raise TypeError(f"{name}: gradient checks need float64 arrays, got {array.dtype}")
-        grad = _to_host(grads[name])
+        grad = to_host(grads[name])
         if grad.shape != tuple(array.shape):
             raise AssertionError(f"{name}: gradient has shape {grad.shape}, parameter has {tuple(array.shape)}")
         size = int(np.prod(array.shape))

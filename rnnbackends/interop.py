@@ -1,11 +1,11 @@
-"""Weights to and from PyTorch's ``nn.RNN`` naming (one layer, one direction)."""
+"""Arrays to the host, and weights to and from PyTorch's ``nn.RNN`` naming (one layer, one direction)."""
 from __future__ import annotations
 
 import numpy as np
 
 
-def _host(value):
-    """A NumPy array from a NumPy array, a CuPy array or a torch tensor."""
+def to_host(value):
+    """A host NumPy array from a NumPy array, a CuPy array, a torch tensor or a Python scalar."""
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
     elif hasattr(value, "get") and not isinstance(value, np.ndarray):
@@ -18,7 +18,7 @@ def to_torch_rnn_params(w_x, w_a, b_a, layer=0, suffix=""):
 
     weight_ih = W_Xᵀ, weight_hh = W_Aᵀ, bias_ih = b_A, bias_hh = 0 (PyTorch adds the two biases).
     """
-    w_x, w_a, b_a = _host(w_x), _host(w_a), _host(b_a)
+    w_x, w_a, b_a = to_host(w_x), to_host(w_a), to_host(b_a)
     tag = f"l{layer}{suffix}"
     return {f"weight_ih_{tag}": np.ascontiguousarray(w_x.T), f"weight_hh_{tag}": np.ascontiguousarray(w_a.T),
             f"bias_ih_{tag}": b_a.copy(), f"bias_hh_{tag}": np.zeros_like(b_a)}
@@ -27,7 +27,7 @@ def to_torch_rnn_params(w_x, w_a, b_a, layer=0, suffix=""):
 def from_torch_rnn_params(state, layer=0, suffix=""):
     """nn.RNN state-dict entries (tensors or arrays) -> (W_X (D,H), W_A (H,H), b_A = bias_ih + bias_hh)."""
     tag = f"l{layer}{suffix}"
-    w_x = np.ascontiguousarray(_host(state[f"weight_ih_{tag}"]).T)
-    w_a = np.ascontiguousarray(_host(state[f"weight_hh_{tag}"]).T)
-    b_a = _host(state[f"bias_ih_{tag}"]) + _host(state[f"bias_hh_{tag}"])
+    w_x = np.ascontiguousarray(to_host(state[f"weight_ih_{tag}"]).T)
+    w_a = np.ascontiguousarray(to_host(state[f"weight_hh_{tag}"]).T)
+    b_a = to_host(state[f"bias_ih_{tag}"]) + to_host(state[f"bias_hh_{tag}"])
     return w_x, w_a, b_a

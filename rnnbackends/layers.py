@@ -14,6 +14,7 @@ import numpy as np
 
 from . import registry
 from .initializers import initialize
+from .interop import to_host
 
 
 def resolve_backend(backend=None):
@@ -26,11 +27,6 @@ def array_module(array):
     if isinstance(array, np.ndarray):
         return np
     return importlib.import_module(type(array).__module__.split(".")[0])
-
-
-def to_host(array):
-    """A host NumPy copy of an array of any backend."""
-    return np.asarray(array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else array)
 
 
 def full_lengths(lengths, T, B):

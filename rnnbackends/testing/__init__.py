@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..gradcheck import _to_host as to_host
+from ..interop import to_host
 
 __all__ = ["make_case", "reference", "to_host", "tolerance"]
 
