@@ -13,15 +13,20 @@ import importlib.util
 import numpy as np
 
 # Where per-step BLAS beats the register-tiled kernel for the product (B, H)·(H, H). Measured on 2 cores (perf/
-# is the lab): the tiles run at or above OpenBLAS's rate for these skinny products up to H=512 (125-165 GFLOP/s
-# per core) without its per-call overhead, and split rows across threads once per call where BLAS hands work
-# to its threads at every step (on a busy machine each hand-off can wait a scheduler slice). From H=1024 the
-# two are level on one core and BLAS pulls ahead on an idle machine's two.
-# PARALLEL_MIN_WORK: multiply-adds per call (T·B·H·H, 2³⁰ ≈ 16 ms on one core) from which waking a second
-# thread pays even when a busy machine makes it wait a scheduler slice (4 ms here) before it starts.
+# is the lab): on one thread the tiles run at or above OpenBLAS's rate for these skinny products up to H=512
+# (125-165 GFLOP/s) without its per-call overhead; from H=1024 the two are level. On more threads BLAS splits
+# every step's product across them and wins from H=512, B=16 (at H=512, B=64: 1.19× torch forward+backward
+# against 0.99× for the serial tiles and 0.89× for rows split across threads).
+# PARALLEL_MIN_WORK: multiply-adds per call (T·B·H·H) from which splitting the batch rows across threads pays.
+# After each of the GEMMs around the chain OpenBLAS's idle threads spin for about 0.1 s (2²⁸ cycles) before
+# they sleep, taking the other cores from our threads: measured in whole calls, the split lost to the serial
+# tiles or tied on every shape of the CPU grid that does not take per-step BLAS (up to 2³¹ multiply-adds), so
+# it starts beyond them, at 2³³ (about 70 ms on one core), where the spin is a small part of the call.
 BLAS_STEP_MIN_B = 32
 BLAS_STEP_MIN_H = 1024
-PARALLEL_MIN_WORK = 1 << 30
+BLAS_STEP_MIN_B_THREADED = 16
+BLAS_STEP_MIN_H_THREADED = 512
+PARALLEL_MIN_WORK = 1 << 33
 
 
 class NumbaBackend:
@@ -47,12 +52,15 @@ class NumbaBackend:
 
     def _plan(self, T, B, H):
         """(per-step BLAS?, threads sharing the batch rows) for a call of this shape."""
-        if B >= BLAS_STEP_MIN_B and H >= BLAS_STEP_MIN_H:
-            return True, 1
         import numba
+        threads = numba.get_num_threads()
+        min_b, min_h = ((BLAS_STEP_MIN_B_THREADED, BLAS_STEP_MIN_H_THREADED) if threads > 1
+                        else (BLAS_STEP_MIN_B, BLAS_STEP_MIN_H))
+        if B >= min_b and H >= min_h:
+            return True, 1
         if T * B * H * H < PARALLEL_MIN_WORK:
             return False, 1
-        return False, max(1, min(numba.get_num_threads(), -(-B // self.kernels.ROWS)))
+        return False, max(1, min(threads, -(-B // self.kernels.ROWS)))
 
     def path(self, T, B, H):
         """Which kernel path a call of this shape takes (for perf reports)."""
@@ -98,9 +106,10 @@ class NumbaBackend:
         d_next = np.zeros((B, H), dtype=a.dtype)                                 # dZ_{t+1}·W_Aᵀ, then dL/dA_0
         blas, chunks = self._plan(T, B, H)
         if blas:
-            for t in range(T - 1, -1, -1):
+            w_a_t = np.ascontiguousarray(w_a.T)                                  # W_Aᵀ (H, H), 13-23 % faster
+            for t in range(T - 1, -1, -1):                                       # in OpenBLAS than the view w_a.T
                 k.backward_step_start(dz[t], d_a[t], d_a_n, d_next, a[t], steps, t, relu, 0, B)
-                np.matmul(dz[t], w_a.T, out=d_next)
+                np.matmul(dz[t], w_a_t, out=d_next)
         else:
             w_a_t_packed = k.pack_columns(np.ascontiguousarray(w_a.T))          # W_Aᵀ by column vectors
             if chunks > 1:
