@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from rnnbackends.files import write_atomically
+
 os.environ.setdefault("CUPY_TF32", "0")  # before cupy is imported: fp32 GEMMs in full fp32
 
 DEEPBENCH = [(h, b, 50) for h in (1760, 2048, 2560) for b in (16, 32, 64, 128)]  # (H, B, T)
@@ -224,8 +226,8 @@ def write(result, out_dir):
     """gpu.json and gpu.md under out_dir; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu.json").write_text(json.dumps(result, indent=1))
-    (out / "gpu.md").write_text(markdown(result))
+    write_atomically(out / "gpu.json", json.dumps(result, indent=1))
+    write_atomically(out / "gpu.md", markdown(result))
     return out / "gpu.json", out / "gpu.md"
 
 

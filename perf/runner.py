@@ -33,6 +33,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from rnnbackends.files import write_atomically
+
 DEFAULT_PEERS = {"cpu": "torch", "gpu": "cudnn"}
 PASSES = ("forward", "forward+backward")
 ROW_KEY = ("group", "H", "B", "T", "D", "dtype", "impl", "pass")
@@ -133,9 +135,9 @@ def write_outputs(result, module, out_dir):
     out.mkdir(parents=True, exist_ok=True)
     suite = result.get("suite", "suite")
     paths = [out / f"{suite}.json", out / f"{suite}.md", out / f"{suite}.png"]
-    paths[0].write_text(json.dumps(result, indent=1, default=float) + "\n")
+    write_atomically(paths[0], json.dumps(result, indent=1, default=float) + "\n")
     text = module.markdown(result) if hasattr(module, "markdown") else markdown(result, peer_of(result, module))
-    paths[1].write_text(text)
+    write_atomically(paths[1], text)
     if not plot(result, peer_of(result, module), paths[2]):
         paths.pop()
     return paths

@@ -9,29 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .files import write_atomically
 from .models import build_model
 
 FORMAT, VERSION, INDEX = "rnnbackends-checkpoint", 1, "checkpoint.json"
-
-
-def _write_atomically(path, write):
-    """Call ``write(file)`` on a temporary file next to ``path``, flush it to disk, then rename it to ``path``."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def save(directory, models, meta, optimizers=None):
@@ -56,10 +42,10 @@ def save(directory, models, meta, optimizers=None):
     payload = staging.read()
     digest = hashlib.sha256(payload).hexdigest()
     weights = directory / f"weights-{digest[:16]}.npz"
-    _write_atomically(weights, lambda f: f.write(payload))
+    write_atomically(weights, payload)
     index = {"format": FORMAT, "version": VERSION, "weights": weights.name, "sha256": digest,
              "models": described, "optimizers": iterations, "meta": meta}
-    _write_atomically(directory / INDEX, lambda f: f.write(json.dumps(index, indent=1).encode("utf-8")))
+    write_atomically(directory / INDEX, json.dumps(index, indent=1))
     for stale in directory.glob("weights-*.npz"):
         if stale.name != weights.name:
             stale.unlink()

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from .files import write_atomically
 from .tasks import TASKS, get_task
 
 
@@ -121,8 +122,4 @@ def _log(line):
 
 def _write_json(path, record):
     """Write ``record`` to ``path`` atomically."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
-        f.write("\n")
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps(record, indent=1) + "\n")

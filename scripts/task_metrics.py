@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from rnnbackends.commands import one_blas_thread
+from rnnbackends.files import write_atomically
 from rnnbackends.tasks import get_task
 
 TASKS = ("tagging", "textgen", "translation")
@@ -35,7 +36,7 @@ def run(task, backend, out, seed):
               "examples": result.examples, "seconds": result.seconds, "seed": seed,
               "epochs": result.histories[0],
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)"}
-    (out / f"{task}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    write_atomically(out / f"{task}.json", json.dumps(record, indent=1) + "\n")
     return record
 
 
@@ -83,7 +84,7 @@ def write_readme(readme, text):
         raise SystemExit(f"{readme}: no {BEGIN} ... {END} markers to write between")
     head, rest = content.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{BEGIN}\n{text}{END}{tail}", encoding="utf-8")
+    write_atomically(readme, f"{head}{BEGIN}\n{text}{END}{tail}")
 
 
 def main(argv=None):
@@ -105,7 +106,7 @@ def main(argv=None):
     records = [json.loads((args.out / f"{t}.json").read_text(encoding="utf-8")) for t in TASKS
                if (args.out / f"{t}.json").is_file()]
     text = markdown(records)
-    (args.out / "tasks.md").write_text(text, encoding="utf-8")
+    write_atomically(args.out / "tasks.md", text)
     if args.readme:
         write_readme(args.readme, text)
     print(text)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import rnnbackends
-from rnnbackends import checkpoint
+from rnnbackends import checkpoint, files
 from rnnbackends.data import Batch, minibatches
 from rnnbackends.layers import to_host
 from rnnbackends.losses import mean_squared_error
@@ -46,7 +46,7 @@ def test_crash_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(checkpoint.os, "fsync", crash)                 # dies while writing the new weights
+    monkeypatch.setattr(files.os, "fsync", crash)                 # dies while writing the new weights
     with pytest.raises(OSError, match="simulated"):
         checkpoint.save(tmp_path, classifier(1), {"task": "demo", "epoch": 2})
     monkeypatch.undo()
@@ -60,7 +60,7 @@ def test_crash_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
             raise OSError("power cut (simulated)")
         real_replace(src, dst)
 
-    monkeypatch.setattr(checkpoint.os, "replace", crash_on_index)
+    monkeypatch.setattr(files.os, "replace", crash_on_index)
     with pytest.raises(OSError, match="simulated"):
         checkpoint.save(tmp_path, classifier(1), {"task": "demo", "epoch": 2})
     monkeypatch.undo()
