@@ -54,8 +54,8 @@ def run_paths(dtype, nonlinearity, monkeypatch, T=9, B=11, D=4, H=70):
     (x, a0, w_x, w_a, b_a), lengths = make_case(T, B, D, H, dtype, lengths=[9, 1, 4, 9, 2, 7, 9, 3, 5, 8, 6])
     d_a = np.random.default_rng(1).standard_normal((T, B, H)).astype(dtype)
     results = []
-    for name in ("BLAS_STEP_MIN_B", "BLAS_STEP_MIN_B_THREADED"):       # the blocked kernels, whatever the shape
-        monkeypatch.setattr(numba_backend, name, 10**9)
+    for name in ("BLAS_STEP_MIN_WORK", "BLAS_STEP_MIN_WORK_THREADED"):   # the blocked kernels, whatever the shape
+        monkeypatch.setattr(numba_backend, name, 10**18)
     for min_work in (10**18, 0):                                # serial, then rows split across threads
         monkeypatch.setattr(numba_backend, "PARALLEL_MIN_WORK", min_work)
         backend = numba_backend.NumbaBackend()

@@ -12,20 +12,26 @@ import importlib.util
 
 import numpy as np
 
-# Where per-step BLAS beats the register-tiled kernel for the product (B, H)·(H, H). Measured on 2 cores (perf/
-# is the lab): on one thread the tiles run at or above OpenBLAS's rate for these skinny products up to H=512
-# (125-165 GFLOP/s) without its per-call overhead; from H=1024 the two are level. On more threads BLAS splits
-# every step's product across them and wins from H=512, B=16 (at H=512, B=64: 1.19× torch forward+backward
-# against 0.99× for the serial tiles and 0.89× for rows split across threads).
+# Where per-step BLAS beats the register-tiled kernel for the product (B, H)·(H, H), in multiply-adds per step
+# (B·H²). Measured forward+backward on 2 cores (perf/ is the lab). On one thread the tiles run at or above
+# OpenBLAS's rate for these skinny products (125-165 GFLOP/s up to H=512) without its per-call overhead: they
+# win at H=512, B=32 (45 against 53 ms), tie at H=1024, B 16-64, and lose from H=512, B=64 (112 against 101
+# ms), hence 2²⁴. On several threads BLAS splits every step's product across them while the tiles run on one:
+# it wins from 2²² (H=256, B=64: 16.3 against 17.9 ms; H=512, B=16; H=1024, B=4: 26 against 32 ms) and loses
+# below (H=512, B=8: 11.4 against 9.5 ms; H=256, B=32; H=128, B=128).
+# TRANSPOSED_PRODUCT_MAX_B: up to this B the per-step product is written transposed, (A_{t-1}·W_A)ᵀ =
+# W_Aᵀ·A_{t-1}ᵀ (H, B): OpenBLAS runs it 15-50 % faster than (B, H)·(H, H) at H 512-1760, B 8-32 (2 threads
+# and 1), more than the strided read of its result costs; at B=64 the two are level.
 # PARALLEL_MIN_WORK: multiply-adds per call (T·B·H·H) from which splitting the batch rows across threads pays.
 # After each of the GEMMs around the chain OpenBLAS's idle threads spin for about 0.1 s (2²⁸ cycles) before
 # they sleep, taking the other cores from our threads: measured in whole calls, the split lost to the serial
 # tiles or tied on every shape of the CPU grid that does not take per-step BLAS (up to 2³¹ multiply-adds), so
-# it starts beyond them, at 2³³ (about 70 ms on one core), where the spin is a small part of the call.
-BLAS_STEP_MIN_B = 32
-BLAS_STEP_MIN_H = 1024
-BLAS_STEP_MIN_B_THREADED = 16
-BLAS_STEP_MIN_H_THREADED = 512
+# it starts beyond them, at 2³³ (about 70 ms on one core), where the spin is a small part of the call. The same
+# spin rules out splitting the units of each step across threads: at H=1760, B=16, T=50 that chain takes 28 ms
+# after a pause but 118 ms right after a GEMM, against 51 ms for per-step BLAS.
+BLAS_STEP_MIN_WORK = 1 << 24
+BLAS_STEP_MIN_WORK_THREADED = 1 << 22
+TRANSPOSED_PRODUCT_MAX_B = 32
 PARALLEL_MIN_WORK = 1 << 33
 
 
@@ -54,9 +60,7 @@ class NumbaBackend:
         """(per-step BLAS?, threads sharing the batch rows) for a call of this shape."""
         import numba
         threads = numba.get_num_threads()
-        min_b, min_h = ((BLAS_STEP_MIN_B_THREADED, BLAS_STEP_MIN_H_THREADED) if threads > 1
-                        else (BLAS_STEP_MIN_B, BLAS_STEP_MIN_H))
-        if B >= min_b and H >= min_h:
+        if B * H * H >= (BLAS_STEP_MIN_WORK_THREADED if threads > 1 else BLAS_STEP_MIN_WORK):
             return True, 1
         if T * B * H * H < PARALLEL_MIN_WORK:
             return False, 1
@@ -78,15 +82,23 @@ class NumbaBackend:
         np.matmul(x.reshape(T * B, D), w_x, out=a.reshape(T * B, H))             # all steps in one GEMM
         blas, chunks = self._plan(T, B, H)
         if blas:
-            z_rec = np.empty((B, H), dtype=x.dtype)                              # A_{t-1}·W_A (B, H)
-            prev = a0
+            if B <= TRANSPOSED_PRODUCT_MAX_B:                                    # W_Aᵀ·A_{t-1}ᵀ (H, B), read
+                w_a_t, z_rec_t = k.transposed(w_a), np.empty((H, B), dtype=x.dtype)  # through its transpose
+                z_rec = z_rec_t.T
+
+                def product(prev):
+                    np.matmul(w_a_t, prev.T, out=z_rec_t)
+            else:                                                                # A_{t-1}·W_A (B, H)
+                z_rec = np.empty((B, H), dtype=x.dtype)
+
+                def product(prev):
+                    np.matmul(prev, w_a, out=z_rec)
             for t in range(T):
-                np.matmul(prev, w_a, out=z_rec)
+                product(a0 if t == 0 else a[t - 1])
                 k.forward_step_finish(a[t], z_rec, b_a, steps, t, relu)
-                prev = a[t]
         else:
             w_a_packed = k.pack_columns(w_a)                                     # W_A by column vectors
-            w_a_t = np.ascontiguousarray(w_a.T)                                  # W_Aᵀ (H, H)
+            w_a_t = k.transposed(w_a)                                            # W_Aᵀ (H, H)
             if chunks > 1:
                 k.forward_rows_parallel(a, a0, w_a_packed, w_a_t, b_a, steps, relu, chunks)
             else:
@@ -106,12 +118,23 @@ class NumbaBackend:
         d_next = np.zeros((B, H), dtype=a.dtype)                                 # dZ_{t+1}·W_Aᵀ, then dL/dA_0
         blas, chunks = self._plan(T, B, H)
         if blas:
-            w_a_t = np.ascontiguousarray(w_a.T)                                  # W_Aᵀ (H, H), 13-23 % faster
-            for t in range(T - 1, -1, -1):                                       # in OpenBLAS than the view w_a.T
+            if B <= TRANSPOSED_PRODUCT_MAX_B:                                    # W_A·dZ_tᵀ (H, B), read
+                d_next_t = np.zeros((H, B), dtype=a.dtype)                       # through its transpose
+                d_next = d_next_t.T
+
+                def product(t):
+                    np.matmul(w_a, dz[t].T, out=d_next_t)
+            else:                                                                # dZ_t·W_Aᵀ (B, H), W_Aᵀ
+                w_a_t = k.transposed(w_a)                                        # contiguous: 13-23 % faster
+
+                def product(t):
+                    np.matmul(dz[t], w_a_t, out=d_next)
+            for t in range(T - 1, -1, -1):
                 k.backward_step_start(dz[t], d_a[t], d_a_n, d_next, a[t], steps, t, relu, 0, B)
-                np.matmul(dz[t], w_a_t, out=d_next)
+                product(t)
+            d_next = np.ascontiguousarray(d_next)                                # dL/dA_0 (B, H)
         else:
-            w_a_t_packed = k.pack_columns(np.ascontiguousarray(w_a.T))          # W_Aᵀ by column vectors
+            w_a_t_packed = k.pack_columns(k.transposed(w_a))                     # W_Aᵀ by column vectors
             if chunks > 1:
                 k.backward_rows_parallel(dz, d_a, d_a_n, d_next, a, w_a_t_packed, w_a, steps, relu, chunks)
             else:
