@@ -141,9 +141,8 @@ class NumbaBackend:
                 k.backward_rows(dz, d_a, d_a_n, d_next, a, w_a_t_packed, w_a, steps, relu, 0, B)
         dz_all = dz.reshape(T * B, H)
         d_w_x = x.reshape(T * B, D).T @ dz_all                                   # one GEMM over all steps
-        d_w_a = a0.T @ dz[0]                                                     # A_{t-1}ᵀ·dZ_t: t=1 ...
-        if T > 1:
-            d_w_a += a[:-1].reshape((T - 1) * B, H).T @ dz[1:].reshape((T - 1) * B, H)  # ... and the rest
+        d_w_a = a[:-1].reshape((T - 1) * B, H).T @ dz[1:].reshape((T - 1) * B, H)  # A_{t-1}ᵀ·dZ_t, t ≥ 2 ...
+        d_w_a += a0.T @ dz[0]                                                    # ... and t = 1
         d_b_a = dz_all.sum(axis=0)
         d_x = (dz_all @ w_x.T).reshape(T, B, D)                                  # one GEMM over all steps
         return d_x, d_next, d_w_x, d_w_a, d_b_a
