@@ -144,6 +144,13 @@ def _peak_bytes(fn):
 
 
 def run_suite(args):
+    """Time every shape with BLAS pinned to args.threads; returns the result dict perf's runner writes."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(args.threads, user_api="blas"):    # also when NumPy was imported before --threads
+        return _run_suite(args)
+
+
+def _run_suite(args):
     """Time every shape; returns the result dict perf's runner writes."""
     import numpy as np
     try:
@@ -303,7 +310,10 @@ def targets(rows, ceiling, impl="numba"):
         return {}
     fb = [r for r in ours if r["pass"] == "forward+backward"]
     small = [r for r in fb if r["H"] <= SMALL_TIER["H_max"] and r["B"] <= SMALL_TIER["B_max"]]
-    worst, worst_fb = min(ours, key=lambda r: r[key]), min(fb, key=lambda r: r[key])
+    worst = min(ours, key=lambda r: r[key])
+    issue_grid = [r for r in fb if r["group"] != "forward-rate"] or fb       # the issue's grid, when it ran
+    worst_fb = min(issue_grid, key=lambda r: r[key])
+    extra = [r for r in fb if r["group"] == "forward-rate"]
     big = [r for r in ours if r["pass"] == "forward" and r["H"] >= 1024 and r["B"] >= 64]
     return {
         "small_tier_fwd_bwd_geomean_speedup": runner.geomean(r[key] for r in small),
@@ -312,7 +322,8 @@ def targets(rows, ceiling, impl="numba"):
         "worst_speedup": worst[key], "worst_shape": {k: worst[k] for k in ("group", "H", "B", "T", "pass")},
         "worst_fwd_bwd_speedup": worst_fb[key],
         "worst_fwd_bwd_shape": {k: worst_fb[k] for k in ("group", "H", "B", "T")},
-        "worst_fwd_bwd_speedup_by_min": min(r[by_min] for r in fb),
+        "worst_fwd_bwd_speedup_by_min": min(r[by_min] for r in issue_grid),
+        "forward_rate_shape_fwd_bwd_speedup": min((r[key] for r in extra), default=None),
         "forward_fraction_of_sgemm_H1024_B64": max((r["fraction_of_ceiling"] for r in big), default=None),
         "forward_all_flops_fraction_H1024_B64": max((r["gflops_all"] / ceiling for r in big), default=None),
         "forward_chain_fraction_H1024_B64": max((r["gflops_chain"] / ceiling for r in big), default=None),
@@ -356,9 +367,12 @@ def markdown(result):
                       f"**{t['small_tier_fwd_bwd_geomean_speedup']:.2f}×** (target ≥ 3×; "
                       f"{t['small_tier_fwd_bwd_geomean_speedup_by_min']:.2f}× comparing fastest calls)"
                       if t["small_tier_shapes"] else "none in this run"),
-                  f"- worst forward+backward speed-up over the grid: **{t['worst_fwd_bwd_speedup']:.2f}×** at "
-                  f"{t['worst_fwd_bwd_shape']} (target ≥ 1.0×; {t['worst_fwd_bwd_speedup_by_min']:.2f}× comparing "
-                  f"fastest calls); worst of either pass {t['worst_speedup']:.2f}× at {t['worst_shape']}",
+                  f"- worst forward+backward speed-up over the issue's grid: **{t['worst_fwd_bwd_speedup']:.2f}×** "
+                  f"at {t['worst_fwd_bwd_shape']} (target ≥ 1.0×; {t['worst_fwd_bwd_speedup_by_min']:.2f}× "
+                  f"comparing fastest calls)" + (
+                      "" if t.get("forward_rate_shape_fwd_bwd_speedup") is None else
+                      f"; at the added forward-rate shape {t['forward_rate_shape_fwd_bwd_speedup']:.2f}×") +
+                  f"; worst of either pass {t['worst_speedup']:.2f}× at {t['worst_shape']}",
                   "- forward at H ≥ 1024, B ≥ 64, as fractions of sgemm (target ≥ 60 %): " + (
                       f"the chain alone (2·B·H²·T over forward time minus the X·W_X GEMM timed alone) "
                       f"**{frac_chain:.0%}**; all forward FLOPs (2·T·B·(D+H)·H) {frac_all:.0%}; recurrent "

@@ -85,3 +85,14 @@ def test_probing_and_importing_do_not_import_numba():
     code = ("import sys, rnnbackends; infos = {i.name: i for i in rnnbackends.list_backends()}; "
             "assert infos['numba'].available, infos['numba'].reason; assert 'numba' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_per_step_blas_follows_the_blas_thread_count(monkeypatch):
+    """The per-step BLAS threshold is 2²² multiply-adds per step when BLAS has threads to split it, 2²⁴ on one."""
+    from threadpoolctl import threadpool_limits
+    backend = numba_backend.NumbaBackend()
+    with threadpool_limits(1, user_api="blas"):
+        assert backend.blas_threads() == 1
+        assert backend.path(64, 16, 512) == "blocked" and backend.path(64, 64, 512) == "blas-step"
+    monkeypatch.setattr(backend, "blas_threads", lambda: 2)
+    assert backend.path(64, 16, 512) == "blas-step" and backend.path(64, 8, 512) == "blocked"

@@ -13,10 +13,11 @@ import importlib.util
 import numpy as np
 
 # Where per-step BLAS beats the register-tiled kernel for the product (B, H)·(H, H), in multiply-adds per step
-# (B·H²). Measured forward+backward on 2 cores (perf/ is the lab). On one thread the tiles run at or above
-# OpenBLAS's rate for these skinny products (125-165 GFLOP/s up to H=512) without its per-call overhead: they
-# win at H=512, B=32 (45 against 53 ms), tie at H=1024, B 16-64, and lose from H=512, B=64 (112 against 101
-# ms), hence 2²⁴. On several threads BLAS splits every step's product across them while the tiles run on one:
+# (B·H²), by the thread count of NumPy's BLAS. Measured forward+backward on 2 cores (perf/ is the lab). On one
+# thread the tiles run at or above OpenBLAS's rate for these skinny products (125-165 GFLOP/s up to H=512)
+# without its per-call overhead: they win at H=512, B=32 (45 against 53 ms), tie at H=1024, B 16-64, and lose
+# from H=512, B=64 (112 against 101 ms), hence 2²⁴. On several threads BLAS splits each step's product while
+# the tiles run on one:
 # it wins from 2²² (H=256, B=64: 16.3 against 17.9 ms; H=512, B=16; H=1024, B=4: 26 against 32 ms) and loses
 # below (H=512, B=8: 11.4 against 9.5 ms; H=256, B=32; H=128, B=128).
 # TRANSPOSED_PRODUCT_MAX_B: up to this B the per-step product is written transposed, (A_{t-1}·W_A)ᵀ =
@@ -53,14 +54,21 @@ class NumbaBackend:
             return False, f"numba cannot be found: {type(exc).__name__}: {exc}"
 
     def __init__(self):
+        from threadpoolctl import ThreadpoolController
+
         from . import kernels  # imports numba; each kernel compiles on first use and is cached on disk
         self.kernels = kernels
+        self.blas = ThreadpoolController().select(user_api="blas").lib_controllers   # NumPy's BLAS
+
+    def blas_threads(self):
+        """Threads NumPy's BLAS uses now (1 under threadpoolctl limits such as the CLI's)."""
+        return max((blas.get_num_threads() or 1 for blas in self.blas), default=1)
 
     def _plan(self, T, B, H):
         """(per-step BLAS?, threads sharing the batch rows) for a call of this shape."""
         import numba
         threads = numba.get_num_threads()
-        if B * H * H >= (BLAS_STEP_MIN_WORK_THREADED if threads > 1 else BLAS_STEP_MIN_WORK):
+        if B * H * H >= (BLAS_STEP_MIN_WORK_THREADED if self.blas_threads() > 1 else BLAS_STEP_MIN_WORK):
             return True, 1
         if T * B * H * H < PARALLEL_MIN_WORK:
             return False, 1
@@ -82,17 +90,7 @@ class NumbaBackend:
         np.matmul(x.reshape(T * B, D), w_x, out=a.reshape(T * B, H))             # all steps in one GEMM
         blas, chunks = self._plan(T, B, H)
         if blas:
-            if B <= TRANSPOSED_PRODUCT_MAX_B:                                    # W_Aᵀ·A_{t-1}ᵀ (H, B), read
-                w_a_t, z_rec_t = k.transposed(w_a), np.empty((H, B), dtype=x.dtype)  # through its transpose
-                z_rec = z_rec_t.T
-
-                def product(prev):
-                    np.matmul(w_a_t, prev.T, out=z_rec_t)
-            else:                                                                # A_{t-1}·W_A (B, H)
-                z_rec = np.empty((B, H), dtype=x.dtype)
-
-                def product(prev):
-                    np.matmul(prev, w_a, out=z_rec)
+            z_rec, product = recurrent_product(k, w_a, B, x.dtype)               # A_{t-1}·W_A (B, H)
             for t in range(T):
                 product(a0 if t == 0 else a[t - 1])
                 k.forward_step_finish(a[t], z_rec, b_a, steps, t, relu)
@@ -115,25 +113,15 @@ class NumbaBackend:
         if d_a_n is None:
             d_a_n = np.zeros((B, H), dtype=a.dtype)
         dz = np.empty_like(a)                                                    # dL/dZ_t (T, B, H)
-        d_next = np.zeros((B, H), dtype=a.dtype)                                 # dZ_{t+1}·W_Aᵀ, then dL/dA_0
         blas, chunks = self._plan(T, B, H)
         if blas:
-            if B <= TRANSPOSED_PRODUCT_MAX_B:                                    # W_A·dZ_tᵀ (H, B), read
-                d_next_t = np.zeros((H, B), dtype=a.dtype)                       # through its transpose
-                d_next = d_next_t.T
-
-                def product(t):
-                    np.matmul(w_a, dz[t].T, out=d_next_t)
-            else:                                                                # dZ_t·W_Aᵀ (B, H), W_Aᵀ
-                w_a_t = k.transposed(w_a)                                        # contiguous: 13-23 % faster
-
-                def product(t):
-                    np.matmul(dz[t], w_a_t, out=d_next)
+            d_next, product = recurrent_product(k, w_a.T, B, a.dtype)            # dZ_{t+1}·W_Aᵀ (B, H)
             for t in range(T - 1, -1, -1):
                 k.backward_step_start(dz[t], d_a[t], d_a_n, d_next, a[t], steps, t, relu, 0, B)
-                product(t)
+                product(dz[t])
             d_next = np.ascontiguousarray(d_next)                                # dL/dA_0 (B, H)
         else:
+            d_next = np.zeros((B, H), dtype=a.dtype)                             # dZ_{t+1}·W_Aᵀ, then dL/dA_0
             w_a_t_packed = k.pack_columns(k.transposed(w_a))                     # W_Aᵀ by column vectors
             if chunks > 1:
                 k.backward_rows_parallel(dz, d_a, d_a_n, d_next, a, w_a_t_packed, w_a, steps, relu, chunks)
@@ -146,3 +134,15 @@ class NumbaBackend:
         d_b_a = dz_all.sum(axis=0)
         d_x = (dz_all @ w_x.T).reshape(T, B, D)                                  # one GEMM over all steps
         return d_x, d_next, d_w_x, d_w_a, d_b_a
+
+
+def recurrent_product(kernels, w, B, dtype):
+    """(out (B, H), product(p) writing p·w into out) for the per-step BLAS path; w (H, H) C-contiguous or a
+    transpose of one (W_A forward, W_Aᵀ backward). Up to TRANSPOSED_PRODUCT_MAX_B rows BLAS writes wᵀ·pᵀ (H, B)
+    and out is its transposed view; above, it reads a contiguous w (13-23 % faster than a transposed view)."""
+    H = w.shape[1]
+    if B <= TRANSPOSED_PRODUCT_MAX_B:
+        w_t, out_t = kernels.contiguous(w.T), np.zeros((H, B), dtype=dtype)
+        return out_t.T, lambda p: np.matmul(w_t, p.T, out=out_t)
+    w, out = kernels.contiguous(w), np.zeros((B, H), dtype=dtype)
+    return out, lambda p: np.matmul(p, w, out=out)

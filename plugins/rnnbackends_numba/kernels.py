@@ -253,6 +253,13 @@ def transposed(w):
     return out
 
 
+def contiguous(m):
+    """m C-contiguous: itself, or for the transpose of a C-contiguous array a copy by ``transposed``."""
+    if m.flags.c_contiguous:
+        return m
+    return transposed(m.T) if m.T.flags.c_contiguous else np.ascontiguousarray(m)
+
+
 @serial
 def _dot_rows(p, m, out, b, j):
     """Rows b..b+3 × unit j, as dot products against m = wᵀ."""

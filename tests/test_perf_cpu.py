@@ -1,0 +1,68 @@
+"""perf/cpu.py end to end at toy sizes: every CPU backend against torch.nn.RNN, outputs, targets and compare."""
+import argparse
+import json
+
+import pytest
+
+from perf import cpu, runner
+
+torch = pytest.importorskip("torch", reason="the CPU suite's peer is torch.nn.RNN (pip install torch==2.13.0)")
+pytest.importorskip("numba", reason="numba is not installed")
+
+TOY_GROUPS = {"latency": [(8, 1, 5)], "training": [(16, 4, 6)], "forward-rate": [(24, 3, 4)]}
+
+
+def run_toy_suite(tmp_path, monkeypatch, *extra):
+    """The CPU suite on TOY_GROUPS through perf's runner; returns (result, paths)."""
+    monkeypatch.setattr(cpu, "GROUPS", TOY_GROUPS)
+    parser = cpu.add_arguments(argparse.ArgumentParser())
+    parser.add_argument("--out")
+    args = parser.parse_args(["--threads", "1", "--warmup", "1", "--repeats", "2", "--budget", "0.05",
+                              "--no-compile-times", "--backends", "numpy,numba", "--out", str(tmp_path), *extra])
+    paths = runner.run(cpu, args, ["run", "--suite", "cpu"])
+    return json.loads(paths[0].read_text()), paths
+
+
+def test_cpu_suite_times_every_backend_against_torch(tmp_path, monkeypatch):
+    """Rows for numpy, numba and torch per shape and pass, speed-ups against torch, targets and tables written."""
+    result, paths = run_toy_suite(tmp_path, monkeypatch)
+    rows = result["rows"]
+    assert {(r["group"], r["impl"], r["pass"]) for r in rows} == {
+        (g, i, p) for g in TOY_GROUPS for i in ("numpy", "numba", "torch") for p in ("forward", "forward+backward")}
+    for r in rows:
+        assert r["median_ms"] > 0 and r[f"speedup_vs_{cpu.PEER}"] > 0
+        if r["impl"] == cpu.PEER:
+            assert r[f"speedup_vs_{cpu.PEER}"] == 1.0
+        else:
+            assert r["peak_bytes"] > 0 and (r["path"] or r["impl"] == "numpy")
+    numba_rows = [r for r in rows if r["impl"] == "numba"]
+    t = result["targets"]
+    assert t["small_tier_shapes"] == 3                                       # every toy shape is H ≤ 256, B ≤ 32
+    assert t["worst_fwd_bwd_shape"]["group"] != "forward-rate"               # the issue's grid, apart
+    assert t["forward_rate_shape_fwd_bwd_speedup"] == next(
+        r[f"speedup_vs_{cpu.PEER}"] for r in numba_rows if r["group"] == "forward-rate" and r["pass"] != "forward")
+    table = paths[1].read_text()
+    assert "## Targets (numba)" in table and "| forward-rate | 24 | 3 | 4 |" in table
+    assert result["machine"]["torch_threads"] == result["machine"]["numba_threads"] == 1
+    assert result["sgemm_gflops_by_n"]["before"]                          # measured on the pinned thread
+
+
+def test_groups_select_part_of_the_grid_and_unknown_ones_are_refused(tmp_path, monkeypatch):
+    """--groups runs only the named groups; a misspelt group stops with the valid names."""
+    result, _ = run_toy_suite(tmp_path, monkeypatch, "--groups", "training")
+    assert {r["group"] for r in result["rows"]} == {"training"}
+    assert "none in this run" not in cpu.markdown(result)
+    with pytest.raises(SystemExit, match="unknown group.*trainign.*choose from latency"):
+        cpu.shapes(groups="trainign")
+
+
+def test_compare_flags_a_slower_median(tmp_path, monkeypatch):
+    """compare reports a row whose median grew by more than the tolerance, and only that one."""
+    result, paths = run_toy_suite(tmp_path, monkeypatch, "--groups", "latency")
+    slower = json.loads(json.dumps(result))
+    slower["rows"][0]["median_ms"] *= 1.5
+    new_path = tmp_path / "new.json"
+    new_path.write_text(json.dumps(slower))
+    lines, regressions = runner.compare(paths[0], new_path)
+    assert regressions == 1
+    assert sum("REGRESSION" in line for line in lines) == 1
