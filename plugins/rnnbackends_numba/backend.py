@@ -2,7 +2,7 @@
 
 Forward: X·W_X for all steps is one GEMM written straight into the output a; the A-chain then runs either
 as one njit call over all T steps (register tiles of explicit 512-bit FMAs against W_A packed once per
-call) or, for large B·H, as one BLAS product per step followed by an njit bias+activation pass.
+call) or, for large B·H², as one BLAS product per step followed by an njit bias+activation pass.
 Backward: dZ_t and dZ_t·W_Aᵀ run the same way; after the loop d_w_x, d_w_a, d_x and d_b_a are one GEMM or
 reduction each. Batch rows are independent along the whole chain, so with enough work they are split across
 threads once per call, with no per-step synchronisation and results that do not depend on the split.
@@ -17,9 +17,8 @@ import numpy as np
 # thread the tiles run at or above OpenBLAS's rate for these skinny products (125-165 GFLOP/s up to H=512)
 # without its per-call overhead: they win at H=512, B=32 (45 against 53 ms), tie at H=1024, B 16-64, and lose
 # from H=512, B=64 (112 against 101 ms), hence 2²⁴. On several threads BLAS splits each step's product while
-# the tiles run on one:
-# it wins from 2²² (H=256, B=64: 16.3 against 17.9 ms; H=512, B=16; H=1024, B=4: 26 against 32 ms) and loses
-# below (H=512, B=8: 11.4 against 9.5 ms; H=256, B=32; H=128, B=128).
+# the tiles run on one: it wins from 2²² (H=256, B=64: 16.3 against 17.9 ms; H=512, B=16; H=1024, B=4: 26
+# against 32 ms) and loses below (H=512, B=8: 11.4 against 9.5 ms; H=256, B=32; H=128, B=128).
 # TRANSPOSED_PRODUCT_MAX_B: up to this B the per-step product is written transposed, (A_{t-1}·W_A)ᵀ =
 # W_Aᵀ·A_{t-1}ᵀ (H, B): OpenBLAS runs it 15-50 % faster than (B, H)·(H, H) at H 512-1760, B 8-32 (2 threads
 # and 1), more than the strided read of its result costs; at B=64 the two are level.
