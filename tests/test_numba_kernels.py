@@ -54,8 +54,8 @@ def run_paths(dtype, nonlinearity, monkeypatch, T=9, B=11, D=4, H=70):
     (x, a0, w_x, w_a, b_a), lengths = make_case(T, B, D, H, dtype, lengths=[9, 1, 4, 9, 2, 7, 9, 3, 5, 8, 6])
     d_a = np.random.default_rng(1).standard_normal((T, B, H)).astype(dtype)
     results = []
-    for name in ("BLAS_STEP_MIN_WORK", "BLAS_STEP_MIN_WORK_THREADED"):   # the blocked kernels, whatever the shape
-        monkeypatch.setattr(numba_backend, name, 10**18)
+    monkeypatch.setattr(numba_backend, "BLAS_STEP_MIN_H", 10**9)         # the blocked kernels, whatever the shape
+    monkeypatch.setattr(numba_backend, "BLAS_STEP_MIN_WORK_THREADED", 10**18)
     for min_work in (10**18, 0):                                # serial, then rows split across threads
         monkeypatch.setattr(numba_backend, "PARALLEL_MIN_WORK", min_work)
         backend = numba_backend.NumbaBackend()
@@ -88,11 +88,11 @@ def test_probing_and_importing_do_not_import_numba():
 
 
 def test_per_step_blas_follows_the_blas_thread_count(monkeypatch):
-    """The per-step BLAS threshold is 2²² multiply-adds per step when BLAS has threads to split it, 2²⁴ on one."""
+    """Per-step BLAS from 2²⁴ multiply-adds per step when BLAS has threads to split it; on one, from H=2048."""
     from threadpoolctl import threadpool_limits
     backend = numba_backend.NumbaBackend()
     with threadpool_limits(1, user_api="blas"):
         assert backend.blas_threads() == 1
-        assert backend.path(64, 16, 512) == "blocked" and backend.path(64, 64, 512) == "blas-step"
+        assert backend.path(64, 64, 1024) == "blocked" and backend.path(8, 1, 2048) == "blas-step"
     monkeypatch.setattr(backend, "blas_threads", lambda: 2)
-    assert backend.path(64, 16, 512) == "blas-step" and backend.path(64, 8, 512) == "blocked"
+    assert backend.path(64, 64, 512) == "blas-step" and backend.path(64, 32, 512) == "blocked"

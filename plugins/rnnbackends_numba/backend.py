@@ -12,13 +12,14 @@ import importlib.util
 
 import numpy as np
 
-# Where per-step BLAS beats the register-tiled kernel for the product (B, H)·(H, H), in multiply-adds per step
-# (B·H²), by the thread count of NumPy's BLAS. Measured forward+backward on 2 cores (perf/ is the lab). On one
-# thread the tiles run at or above OpenBLAS's rate for these skinny products (125-165 GFLOP/s up to H=512)
-# without its per-call overhead: they win at H=512, B=32 (45 against 53 ms), tie at H=1024, B 16-64, and lose
-# from H=512, B=64 (112 against 101 ms), hence 2²⁴. On several threads BLAS splits each step's product while
-# the tiles run on one: it wins from 2²² (H=256, B=64: 16.3 against 17.9 ms; H=512, B=16; H=1024, B=4: 26
-# against 32 ms) and loses below (H=512, B=8: 11.4 against 9.5 ms; H=256, B=32; H=128, B=128).
+# Where per-step BLAS beats the register-tiled kernel for the product (B, H)·(H, H). Measured forward+backward,
+# float32, on 2 cores (perf/ is the lab), by the thread count of NumPy's BLAS. On one thread the 8-row tiles run
+# at or above OpenBLAS's rate for these skinny products without its per-call overhead and repacking of W_A: they
+# win up to H=1760 (H=1024, B=64: 164 against 187 ms; H=1760, B=16: 100 against 110 ms), tie at H=2048 and lose
+# once W_A outgrows the caches (H=4096, B=8: 320 against 223 ms), hence BLAS_STEP_MIN_H. On several threads BLAS
+# splits each step's product while the tiles run on one: it wins from B·H² = 2²⁴ multiply-adds per step (H=512,
+# B=64: 51 against 59 ms; H=1024, B=16: 34 against 37 ms; H=256, B=256) and ties or loses below (H=512, B=32 and
+# H=256, B=128: level; H=1024, B=8: 22.9 against 20.7 ms; H=512, B=16: 14.7 against 13.4 ms).
 # TRANSPOSED_PRODUCT_MAX_B: up to this B the per-step product is written transposed, (A_{t-1}·W_A)ᵀ =
 # W_Aᵀ·A_{t-1}ᵀ (H, B): OpenBLAS runs it 15-50 % faster than (B, H)·(H, H) at H 512-1760, B 8-32 (2 threads
 # and 1), more than the strided read of its result costs; at B=64 the two are level.
@@ -29,8 +30,8 @@ import numpy as np
 # it starts beyond them, at 2³³ (about 70 ms on one core), where the spin is a small part of the call. The same
 # spin rules out splitting the units of each step across threads: at H=1760, B=16, T=50 that chain takes 28 ms
 # after a pause but 118 ms right after a GEMM, against 51 ms for per-step BLAS.
-BLAS_STEP_MIN_WORK = 1 << 24
-BLAS_STEP_MIN_WORK_THREADED = 1 << 22
+BLAS_STEP_MIN_H = 2048
+BLAS_STEP_MIN_WORK_THREADED = 1 << 24
 TRANSPOSED_PRODUCT_MAX_B = 32
 PARALLEL_MIN_WORK = 1 << 33
 
@@ -67,7 +68,7 @@ class NumbaBackend:
         """(per-step BLAS?, threads sharing the batch rows) for a call of this shape."""
         import numba
         threads = numba.get_num_threads()
-        if B * H * H >= (BLAS_STEP_MIN_WORK_THREADED if self.blas_threads() > 1 else BLAS_STEP_MIN_WORK):
+        if H >= BLAS_STEP_MIN_H or (self.blas_threads() > 1 and B * H * H >= BLAS_STEP_MIN_WORK_THREADED):
             return True, 1
         if T * B * H * H < PARALLEL_MIN_WORK:
             return False, 1
