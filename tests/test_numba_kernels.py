@@ -56,6 +56,7 @@ def run_paths(dtype, nonlinearity, monkeypatch, T=9, B=11, D=4, H=70):
     results = []
     monkeypatch.setattr(numba_backend, "BLAS_STEP_MIN_H", 10**9)         # the blocked kernels, whatever the shape
     monkeypatch.setattr(numba_backend, "BLAS_STEP_MIN_WORK_THREADED", 10**18)
+    monkeypatch.setattr(numba_backend, "BLAS_STEP_MIN_WORK_WIDE", 10**18)
     for min_work in (10**18, 0):                                # serial, then rows split across threads
         monkeypatch.setattr(numba_backend, "PARALLEL_MIN_WORK", min_work)
         backend = numba_backend.NumbaBackend()
@@ -88,11 +89,13 @@ def test_probing_and_importing_do_not_import_numba():
 
 
 def test_per_step_blas_follows_the_blas_thread_count(monkeypatch):
-    """Per-step BLAS from 2²⁴ multiply-adds per step when BLAS has threads to split it; on one, from H=2048."""
+    """Per-step BLAS from 2²⁴ multiply-adds per step (2²² with 64 rows) when BLAS has threads to split it; on
+    one BLAS thread only from H=2048."""
     from threadpoolctl import threadpool_limits
     backend = numba_backend.NumbaBackend()
     with threadpool_limits(1, user_api="blas"):
         assert backend.blas_threads() == 1
         assert backend.path(64, 64, 1024) == "blocked" and backend.path(8, 1, 2048) == "blas-step"
     monkeypatch.setattr(backend, "blas_threads", lambda: 2)
-    assert backend.path(64, 64, 512) == "blas-step" and backend.path(64, 32, 512) == "blocked"
+    assert backend.path(64, 16, 1024) == "blas-step" and backend.path(64, 8, 1024) == "blocked"
+    assert backend.path(64, 64, 256) == "blas-step" and backend.path(64, 32, 512) == "blocked"

@@ -10,7 +10,7 @@ pytest.importorskip("numba", reason="numba is not installed")
 torch = pytest.importorskip("torch", reason="PyTorch parity tests need torch (pip install torch==2.13.0)")
 
 # Thresholds that send small shapes down each path.
-BLAS_NEVER = {"BLAS_STEP_MIN_H": 10**9, "BLAS_STEP_MIN_WORK_THREADED": 10**18}
+BLAS_NEVER = {"BLAS_STEP_MIN_H": 10**9, "BLAS_STEP_MIN_WORK_THREADED": 10**18, "BLAS_STEP_MIN_WORK_WIDE": 10**18}
 PATHS = {"blocked": dict(BLAS_NEVER, PARALLEL_MIN_WORK=10**18),
          "blocked-parallel": dict(BLAS_NEVER, PARALLEL_MIN_WORK=0),
          "blas-step": {"BLAS_STEP_MIN_H": 0, "PARALLEL_MIN_WORK": 10**18}}

@@ -17,9 +17,10 @@ import numpy as np
 # at or above OpenBLAS's rate for these skinny products without its per-call overhead and repacking of W_A: they
 # win up to H=1760 (H=1024, B=64: 164 against 187 ms; H=1760, B=16: 100 against 110 ms), tie at H=2048 and lose
 # once W_A outgrows the caches (H=4096, B=8: 320 against 223 ms), hence BLAS_STEP_MIN_H. On several threads BLAS
-# splits each step's product while the tiles run on one: it wins from B·H² = 2²⁴ multiply-adds per step (H=512,
-# B=64: 51 against 59 ms; H=1024, B=16: 34 against 37 ms; H=256, B=256) and ties or loses below (H=512, B=32 and
-# H=256, B=128: level; H=1024, B=8: 22.9 against 20.7 ms; H=512, B=16: 14.7 against 13.4 ms).
+# splits each step's product while the tiles run on one. Interleaved A/B, 2 threads: it wins from B·H² = 2²⁴
+# multiply-adds per step (H=512, B=64: 52.9 against 60.0 ms; H=1024, B=16: 33.3 against 34.8 ms), and from 2²²
+# with 64 rows or more (H=256, B=64: 15.5 against 16.2 ms; B=128: 30.4 against 32.2 ms); with fewer rows the
+# tiles win below 2²⁴ (H=1024, B=8: 20.9 against 22.6 ms; H=512, B=16 and 32: 3 % faster).
 # TRANSPOSED_PRODUCT_MAX_B: up to this B the per-step product is written transposed, (A_{t-1}·W_A)ᵀ =
 # W_Aᵀ·A_{t-1}ᵀ (H, B): OpenBLAS runs it 15-50 % faster than (B, H)·(H, H) at H 512-1760, B 8-32 (2 threads
 # and 1), more than the strided read of its result costs; at B=64 the two are level.
@@ -32,6 +33,7 @@ import numpy as np
 # after a pause but 118 ms right after a GEMM, against 51 ms for per-step BLAS.
 BLAS_STEP_MIN_H = 2048
 BLAS_STEP_MIN_WORK_THREADED = 1 << 24
+BLAS_STEP_MIN_WORK_WIDE, BLAS_STEP_WIDE_B = 1 << 22, 64
 TRANSPOSED_PRODUCT_MAX_B = 32
 PARALLEL_MIN_WORK = 1 << 33
 
@@ -68,7 +70,9 @@ class NumbaBackend:
         """(per-step BLAS?, threads sharing the batch rows) for a call of this shape."""
         import numba
         threads = numba.get_num_threads()
-        if H >= BLAS_STEP_MIN_H or (self.blas_threads() > 1 and B * H * H >= BLAS_STEP_MIN_WORK_THREADED):
+        work = B * H * H                                                         # multiply-adds per step
+        if H >= BLAS_STEP_MIN_H or self.blas_threads() > 1 and (
+                work >= BLAS_STEP_MIN_WORK_THREADED or B >= BLAS_STEP_WIDE_B and work >= BLAS_STEP_MIN_WORK_WIDE):
             return True, 1
         if T * B * H * H < PARALLEL_MIN_WORK:
             return False, 1
