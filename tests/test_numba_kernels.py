@@ -89,7 +89,7 @@ def test_probing_and_importing_do_not_import_numba():
 
 
 def test_per_step_blas_follows_the_blas_thread_count(monkeypatch):
-    """Per-step BLAS from 2²⁴ multiply-adds per step (2²² with 64 rows) when BLAS has threads to split it; on
+    """Per-step BLAS from 2²⁴ multiply-adds per step (2²² with 32 rows) when BLAS has threads to split it; on
     one BLAS thread only from H=2048."""
     from threadpoolctl import threadpool_limits
     backend = numba_backend.NumbaBackend()
@@ -98,4 +98,5 @@ def test_per_step_blas_follows_the_blas_thread_count(monkeypatch):
         assert backend.path(64, 64, 1024) == "blocked" and backend.path(8, 1, 2048) == "blas-step"
     monkeypatch.setattr(backend, "blas_threads", lambda: 2)
     assert backend.path(64, 16, 1024) == "blas-step" and backend.path(64, 8, 1024) == "blocked"
-    assert backend.path(64, 64, 256) == "blas-step" and backend.path(64, 32, 512) == "blocked"
+    assert backend.path(64, 32, 512) == "blas-step" and backend.path(64, 16, 512) == "blocked"
+    assert backend.path(64, 32, 256) == "blocked"

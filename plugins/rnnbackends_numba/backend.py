@@ -19,8 +19,8 @@ import numpy as np
 # once W_A outgrows the caches (H=4096, B=8: 320 against 223 ms), hence BLAS_STEP_MIN_H. On several threads BLAS
 # splits each step's product while the tiles run on one. Interleaved A/B, 2 threads: it wins from B·H² = 2²⁴
 # multiply-adds per step (H=512, B=64: 52.9 against 60.0 ms; H=1024, B=16: 33.3 against 34.8 ms), and from 2²²
-# with 64 rows or more (H=256, B=64: 15.5 against 16.2 ms; B=128: 30.4 against 32.2 ms); with fewer rows the
-# tiles win below 2²⁴ (H=1024, B=8: 20.9 against 22.6 ms; H=512, B=16 and 32: 3 % faster).
+# with 32 rows or more (H=256, B=64: 15.5 against 16.2 ms; H=512, B=32: 118 against 122 ms at T=256); with
+# fewer rows the tiles win below 2²⁴ (H=1024, B=8: 21.0 against 23.0 ms; H=512, B=16: 14.7 against 15.4 ms).
 # TRANSPOSED_PRODUCT_MAX_B: up to this B the per-step product is written transposed, (A_{t-1}·W_A)ᵀ =
 # W_Aᵀ·A_{t-1}ᵀ (H, B): OpenBLAS runs it 15-50 % faster than (B, H)·(H, H) at H 512-1760, B 8-32 (2 threads
 # and 1), more than the strided read of its result costs; at B=64 the two are level.
@@ -33,7 +33,7 @@ import numpy as np
 # after a pause but 118 ms right after a GEMM, against 51 ms for per-step BLAS.
 BLAS_STEP_MIN_H = 2048
 BLAS_STEP_MIN_WORK_THREADED = 1 << 24
-BLAS_STEP_MIN_WORK_WIDE, BLAS_STEP_WIDE_B = 1 << 22, 64
+BLAS_STEP_MIN_WORK_WIDE, BLAS_STEP_WIDE_B = 1 << 22, 32
 TRANSPOSED_PRODUCT_MAX_B = 32
 PARALLEL_MIN_WORK = 1 << 33
 
