@@ -59,6 +59,7 @@ def run_paths(dtype, nonlinearity, monkeypatch, T=9, B=11, D=4, H=70):
     monkeypatch.setattr(numba_backend, "BLAS_STEP_MIN_WORK_WIDE", 10**18)
     for min_work in (10**18, 0):                                # serial, then rows split across threads
         monkeypatch.setattr(numba_backend, "PARALLEL_MIN_WORK", min_work)
+        monkeypatch.setattr(numba_backend, "PARALLEL_MIN_WORK_QUIET_BLAS", min_work)
         backend = numba_backend.NumbaBackend()
         a, a_n, saved = backend.forward_sequence(x, a0, w_x, w_a, b_a, lengths=lengths, nonlinearity=nonlinearity)
         results.append((a, a_n) + tuple(backend.backward_sequence(saved, d_a, a_n)))
@@ -95,8 +96,22 @@ def test_per_step_blas_follows_the_blas_thread_count(monkeypatch):
     backend = numba_backend.NumbaBackend()
     with threadpool_limits(1, user_api="blas"):
         assert backend.blas_threads() == 1
-        assert backend.path(64, 64, 1024) == "blocked" and backend.path(8, 1, 2048) == "blas-step"
+        assert backend.path(64, 64, 1024).startswith("blocked") and backend.path(8, 1, 2048) == "blas-step"
     monkeypatch.setattr(backend, "blas_threads", lambda: 2)
     assert backend.path(64, 16, 1024) == "blas-step" and backend.path(64, 8, 1024) == "blocked"
     assert backend.path(64, 32, 512) == "blas-step" and backend.path(64, 16, 512) == "blocked"
     assert backend.path(64, 32, 256) == "blocked"
+
+
+def test_rows_split_across_threads_early_when_blas_has_one_thread(monkeypatch):
+    """With BLAS on one thread (no idle BLAS workers to spin) rows are split from 2²⁰ multiply-adds per call; with
+    BLAS threads only from 2³³."""
+    import numba
+    backend = numba_backend.NumbaBackend()
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(backend, "blas_threads", lambda: 1)
+    assert backend.path(96, 32, 32) == "blocked, 2 threads"                  # 96·32·32² ≈ 2²¹·⁶
+    assert backend.path(96, 8, 32) == "blocked"                              # one block of 8 rows
+    assert backend.path(16, 16, 32) == "blocked"                             # 2¹⁸
+    monkeypatch.setattr(backend, "blas_threads", lambda: 2)
+    assert backend.path(96, 32, 32) == "blocked"
