@@ -297,6 +297,25 @@ def _active(lengths, b, n, t):
 
 
 @serial
+def _tile(p, w_packed, out, b, v, rows, wide):
+    """The register tile of ``rows`` (ROWS, HALF or 1) rows × VECTORS (wide) or 1 vectors at rows b, vector v."""
+    if rows == ROWS:
+        if wide:
+            _tile_rows_wide(p, w_packed, out, b, v)
+        else:
+            _tile_rows_one(p, w_packed, out, b, v)
+    elif rows == HALF:
+        if wide:
+            _tile_half_wide(p, w_packed, out, b, v)
+        else:
+            _tile_half_one(p, w_packed, out, b, v)
+    elif wide:
+        _tile_row_wide(p, w_packed, out, b, v)
+    else:
+        _tile_row_one(p, w_packed, out, b, v)
+
+
+@serial
 def _rows_times_matrix(p, w_packed, m, out, lo, hi, lengths, t):
     """out[b] += p[b]·w for rows lo ≤ b < hi still inside their length at step t: p (B, K), m = wᵀ (N, K)."""
     # Units outermost: a strip of weights is read from memory once per step and reused by every block of rows.
@@ -307,27 +326,11 @@ def _rows_times_matrix(p, w_packed, m, out, lo, hi, lengths, t):
     while v < n_vectors:
         wide = v + VECTORS <= n_vectors
         b = lo
-        while b + ROWS <= hi:
-            if _active(lengths, b, ROWS, t):
-                if wide:
-                    _tile_rows_wide(p, w_packed, out, b, v)
-                else:
-                    _tile_rows_one(p, w_packed, out, b, v)
-            b += ROWS
-        if b + HALF <= hi:
-            if _active(lengths, b, HALF, t):
-                if wide:
-                    _tile_half_wide(p, w_packed, out, b, v)
-                else:
-                    _tile_half_one(p, w_packed, out, b, v)
-            b += HALF
         while b < hi:
-            if t < lengths[b]:
-                if wide:
-                    _tile_row_wide(p, w_packed, out, b, v)
-                else:
-                    _tile_row_one(p, w_packed, out, b, v)
-            b += 1
+            rows = ROWS if b + ROWS <= hi else HALF if b + HALF <= hi else 1
+            if _active(lengths, b, rows, t):
+                _tile(p, w_packed, out, b, v, rows, wide)
+            b += rows
         v += VECTORS if wide else 1
     for j in range(n_vectors * (VECTOR_BYTES // p.itemsize), m.shape[0]):
         b = lo
