@@ -105,15 +105,14 @@ def _ours(backend, p):
 def _torch(p, threads):
     """(forward, forward+backward) closures of native torch.nn.RNN with the same weights and gradients."""
     import torch
+
+    from rnnbackends.interop import to_torch_rnn_params
     torch.set_num_threads(threads)
     T, B, D = p["x"].shape
     H = p["w_a"].shape[0]
     rnn = torch.nn.RNN(D, H, nonlinearity="tanh").to(getattr(torch, str(p["x"].dtype)))
-    with torch.no_grad():                                   # weight_ih = W_Xᵀ, weight_hh = W_Aᵀ, b_ih + b_hh = b_A
-        rnn.weight_ih_l0.copy_(torch.from_numpy(p["w_x"].T.copy()))
-        rnn.weight_hh_l0.copy_(torch.from_numpy(p["w_a"].T.copy()))
-        rnn.bias_ih_l0.copy_(torch.from_numpy(p["b_a"]))
-        rnn.bias_hh_l0.zero_()
+    params = to_torch_rnn_params(p["w_x"], p["w_a"], p["b_a"])                # weight_ih = W_Xᵀ, weight_hh = W_Aᵀ
+    rnn.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
     x = torch.from_numpy(p["x"]).requires_grad_()
     h0 = torch.from_numpy(p["a0"][None]).requires_grad_()
     d_out, d_hn = torch.from_numpy(p["d_a"]), torch.from_numpy(p["d_a_n"][None])

@@ -97,6 +97,7 @@ def run_suite(args):
     import torch
 
     import rnnbackends
+    from rnnbackends.interop import to_torch_rnn_params
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -131,11 +132,8 @@ def run_suite(args):
         args_ours = [dev[k] for k in ("x", "a0", "w_x", "w_a", "b_a")]
         path = ours.impl.path(B, H, dtype)
         rnn = torch.nn.RNN(D, H, nonlinearity="tanh").to(device=tdev, dtype=tdtype)
-        with torch.no_grad():
-            rnn.weight_ih_l0.copy_(torch.from_numpy(host["w_x"].T.copy()))
-            rnn.weight_hh_l0.copy_(torch.from_numpy(host["w_a"].T.copy()))
-            rnn.bias_ih_l0.copy_(torch.from_numpy(host["b_a"]))
-            rnn.bias_hh_l0.zero_()
+        rnn.load_state_dict({k: torch.from_numpy(v)
+                             for k, v in to_torch_rnn_params(host["w_x"], host["w_a"], host["b_a"]).items()})
         tx = torch.from_numpy(host["x"]).to(tdev).requires_grad_()
         th = torch.zeros((1, B, H), device=tdev, dtype=tdtype)
         tg = torch.from_numpy(host["d_a"]).to(tdev)
