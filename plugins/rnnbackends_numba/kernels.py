@@ -35,30 +35,23 @@ HALF = 4   # rows of the tile for a remainder of 4 to 7 rows
 # with e^y = 2^n·e^r, r = y − n·ln2 (Cephes exp/expf). Both branches are computed and one is selected,
 # so a loop over a row vectorises; 2^n is built from its exponent bits.
 
-@intrinsic
-def _pow2_f64(typingctx, n):
-    """2.0**n (float64) for an int64 n in [-1022, 1023], from the exponent bits."""
-    if n != types.int64:
-        return None
+def _make_pow2(int_type, float_type, bias, mantissa_bits):
+    """2.0**n of float_type for an int_type n within the normal exponent range, from the exponent bits."""
+    @intrinsic
+    def pow2(typingctx, n):
+        if n != int_type:
+            return None
 
-    def codegen(context, builder, signature, args):
-        bits = builder.shl(builder.add(args[0], ir.Constant(ir.IntType(64), 1023)),
-                           ir.Constant(ir.IntType(64), 52))
-        return builder.bitcast(bits, ir.DoubleType())
-    return types.float64(types.int64), codegen
+        def codegen(context, builder, signature, args):
+            integer = ir.IntType(int_type.bitwidth)
+            bits = builder.shl(builder.add(args[0], ir.Constant(integer, bias)), ir.Constant(integer, mantissa_bits))
+            return builder.bitcast(bits, context.get_value_type(float_type))
+        return float_type(int_type), codegen
+    return pow2
 
 
-@intrinsic
-def _pow2_f32(typingctx, n):
-    """2.0**n (float32) for an int32 n in [-126, 127], from the exponent bits."""
-    if n != types.int32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        bits = builder.shl(builder.add(args[0], ir.Constant(ir.IntType(32), 127)),
-                           ir.Constant(ir.IntType(32), 23))
-        return builder.bitcast(bits, ir.FloatType())
-    return types.float32(types.int32), codegen
+_pow2_f64 = _make_pow2(types.int64, types.float64, 1023, 52)    # n in [-1022, 1023]
+_pow2_f32 = _make_pow2(types.int32, types.float32, 127, 23)     # n in [-126, 127]
 
 
 _D = np.float64
@@ -397,8 +390,9 @@ def forward_step_finish(out, z_rec, b_a, lengths, t, relu):
 @serial
 def backward_step_start(dz, d_a, d_a_n, d_next, a, lengths, t, relu, lo, hi):
     """dL/dZ_t = (dL/dA_t + dZ_{t+1}·W_Aᵀ) ⊙ g'(Z_t) for rows lo..hi-1."""
-    # dz, d_a, d_next, a: (B, H) at step t; d_next may be a transposed view of the (H, B) BLAS product. d_a counts only inside a row's length, d_a_n (B, H) at its end,
-    # where nothing arrives from later steps; past the length dZ_t is 0.
+    # dz, d_a, d_next, a: (B, H) at step t; d_next may be a transposed view of the (H, B) BLAS product. d_a
+    # counts only inside a row's length, d_a_n (B, H) at its end, where nothing arrives from later steps; past
+    # the length dZ_t is 0.
     H = dz.shape[1]
     for b in range(lo, hi):
         dz_row, a_row = dz[b], a[b]
