@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import pytest
 
-from plugin_fixtures import write_project
+from tests.backends.plugin_fixtures import write_project
 
 
 def run(args, env, cwd):

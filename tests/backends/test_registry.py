@@ -8,7 +8,7 @@ import pytest
 
 import rnnbackends
 from rnnbackends import registry
-from plugin_fixtures import write_dist_info
+from tests.backends.plugin_fixtures import write_dist_info
 
 
 @pytest.fixture

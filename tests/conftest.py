@@ -1,5 +1,0 @@
-"""Make the test helpers (plugin_fixtures) importable."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
