@@ -1,0 +1,1 @@
+"""Tiny Shakespeare (char-rnn), xz-compressed; see SOURCE.md."""
