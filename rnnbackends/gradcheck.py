@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .interop import to_host
+from .arrays import to_host
 
 
 def numerical_gradient(loss_fn, array, index, eps=1e-6) -> float:

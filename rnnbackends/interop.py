@@ -1,16 +1,9 @@
-"""Arrays to the host, and weights to and from PyTorch's ``nn.RNN`` naming (one layer, one direction)."""
+"""Weights to and from PyTorch's ``nn.RNN`` naming (one layer, one direction)."""
 from __future__ import annotations
 
 import numpy as np
 
-
-def to_host(value):
-    """A host NumPy array from a NumPy array, a CuPy array, a torch tensor or a Python scalar."""
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    elif hasattr(value, "get") and not isinstance(value, np.ndarray):
-        value = value.get()
-    return np.asarray(value)
+from .arrays import to_host
 
 
 def to_torch_rnn_params(w_x, w_a, b_a, layer=0, suffix=""):

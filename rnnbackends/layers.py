@@ -13,8 +13,8 @@ import importlib
 import numpy as np
 
 from . import registry
+from .arrays import full_lengths, reverse_index, to_host, valid_steps
 from .initializers import initialize
-from .interop import to_host
 
 
 def resolve_backend(backend=None):
@@ -27,23 +27,6 @@ def array_module(array):
     if isinstance(array, np.ndarray):
         return np
     return importlib.import_module(type(array).__module__.split(".")[0])
-
-
-def full_lengths(lengths, T, B):
-    """``lengths`` as a host int64 array (B,); all T when None."""
-    return np.full(B, T, dtype=np.int64) if lengths is None else np.asarray(to_host(lengths), dtype=np.int64)
-
-
-def valid_steps(xp, lengths, T, B):
-    """(T, B) bool array of ``xp``: True where step t is inside row b's sequence."""
-    return xp.asarray(np.arange(T)[:, None] < full_lengths(lengths, T, B)[None, :])
-
-
-def reverse_index(lengths, T, B):
-    """(T, B) host int: step t of row b read backwards within its length (L-1-t), padding steps left in place."""
-    steps = np.arange(T)[:, None]
-    lengths = full_lengths(lengths, T, B)[None, :]
-    return np.where(steps < lengths, lengths - 1 - steps, steps)
 
 
 class Layer:

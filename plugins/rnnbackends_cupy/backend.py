@@ -1,17 +1,17 @@
-"""The CUDA backend: CuPy arrays, cuBLAS for the all-steps GEMMs, raw CUDA kernels for the A-chain.
+"""The CUDA backend: a chain backend (rnnbackends.chain) on CuPy arrays, with raw CUDA kernels for the A-chain.
 
-Structured as the NumPy reference (rnnbackends_numpy/backend.py): the input projection X·W_X is one GEMM
-over all steps; only the A-chain is sequential, and it runs on the device either as one persistent
-cooperative kernel (small batches) or as a CUDA graph of per-step cuBLAS GEMMs + fused kernels
-(chain.py picks by shape and device limits); after it, d_w_x, d_w_a, d_x and d_b_a are one GEMM or
-reduction each. No atomics in any reduction: repeated calls are bit-identical.
+The GEMMs around the chain run through cuBLAS (CuPy); the A-chain runs on the device either as one persistent
+cooperative kernel (small batches) or as a CUDA graph of per-step cuBLAS GEMMs + fused kernels (chain.py picks
+by shape and device limits). No atomics in any reduction: repeated calls are bit-identical.
 
-RNNBACKENDS_CUPY_EMULATE=1 runs all of it on the CPU: xp = numpy, GEMMs through NumPy, every kernel
-through the fiber emulator (emulator.cpp), with small pretended device limits (device.EMULATED_LIMITS).
+RNNBACKENDS_CUPY_EMULATE=1 runs all of it on the CPU: xp = numpy, GEMMs through NumPy, every kernel through the
+fiber emulator (emulation/), with small pretended device limits.
 """
 import functools
 
 import numpy as np
+
+from rnnbackends.chain import ChainBackend
 
 from . import chain
 from .device import emulate_requested
@@ -23,7 +23,7 @@ def _device():
     return get_device()  # imports cupy only now, when the backend is used
 
 
-class CupyBackend:
+class CupyBackend(ChainBackend):
     """A-chain kernels in persistent.cu / step.cu, everything else through CuPy (cuBLAS)."""
 
     name = "cupy"
@@ -51,38 +51,19 @@ class CupyBackend:
         """The A-chain path (chain.Path) this device takes for a batch of B rows of H units."""
         return chain.choose_path(B, H, np.dtype(dtype).itemsize, self.device.limits)
 
-    def forward_sequence(self, x, a0, w_x, w_a, b_a, *, lengths=None, nonlinearity="tanh"):
-        """A_t = g(X_t·W_X + A_{t-1}·W_A + b_A) -> (a (T,B,H), a_n (B,H), saved)."""
-        xp = self.xp
-        T, B, D = x.shape
-        H = w_a.shape[0]
-        relu = nonlinearity == "relu"
-        lens = xp.asarray(np.full(B, T) if lengths is None else lengths, dtype=np.int32)  # (B,) on device
-        z_x = (x.reshape(T * B, D) @ w_x).reshape(T, B, H)          # X_t·W_X, all steps in one GEMM
-        z_x += b_a
-        path = self.path(B, H, x.dtype)
-        a = chain.forward(self.device, path, z_x, a0, w_a, lens, relu)  # the sequential A-chain (T, B, H)
-        last = np.full(B, T - 1) if lengths is None else lengths - 1
-        a_n = a[xp.asarray(last), xp.arange(B)]                     # each row's last valid state (B, H)
-        return a, a_n, (x, a0, w_x, w_a, a, lens, relu, path)
+    def rnn_forward_chain(self, z, a0, w_a, b_a, steps, nonlinearity):
+        """A_1..A_T (T, B, H) from z = X_t·W_X on the device -> (a, (lengths on the device, path))."""
+        T, B, H = z.shape
+        z += b_a                                                    # ZX_t = X_t·W_X + b_A
+        lens = self.xp.asarray(steps, dtype=np.int32)               # (B,) on the device
+        path = self.path(B, H, z.dtype)
+        a = chain.forward(self.device, path, z, a0, w_a, lens, nonlinearity == "relu")
+        return a, (lens, path)
 
-    def backward_sequence(self, saved, d_a, d_a_n=None):
-        """BPTT -> (d_x (T,B,D), d_a0 (B,H), d_w_x (D,H), d_w_a (H,H), d_b_a (H,))."""
-        xp = self.xp
-        x, a0, w_x, w_a, a, lens, relu, path = saved
-        T, B, D = x.shape
-        H = w_a.shape[0]
-        if d_a_n is None:
-            d_a_n = xp.zeros((B, H), dtype=a.dtype)
-        # dZ_t for all steps (padding 0, d_a never read there) and dA_0 = dZ_1·W_Aᵀ: the sequential part
-        dz, d_a0 = chain.backward(self.device, path, d_a, d_a_n, a, w_a, lens, relu)
-        a_prev = xp.concatenate([a0[None], a[:-1]])                 # A_0..A_{T-1} (T, B, H)
-        dz2 = dz.reshape(T * B, H)
-        d_w_x = x.reshape(T * B, D).T @ dz2                         # one GEMM over all steps
-        d_w_a = a_prev.reshape(T * B, H).T @ dz2                    # one GEMM over all steps
-        d_b_a = dz2.sum(axis=0)                                     # one reduction (no atomics)
-        d_x = (dz2 @ w_x.T).reshape(T, B, D)                        # one GEMM over all steps
-        return d_x, d_a0, d_w_x, d_w_a, d_b_a
+    def rnn_backward_chain(self, d_a, d_a_n, a, w_a, steps, nonlinearity, chain_saved):
+        """dZ_t for all steps (padding 0, d_a never read there) and dA_0 = dZ_1·W_Aᵀ, on the same path."""
+        lens, path = chain_saved
+        return chain.backward(self.device, path, d_a, d_a_n, a, w_a, lens, nonlinearity == "relu")
 
 
 def _availability():

@@ -1,6 +1,6 @@
 """The conformance kit: ``RNNBACKENDS_TEST_BACKEND=NAME python -m pytest --pyargs rnnbackends.testing``.
 
-Checks a backend against the NumPy reference (DESIGN §5). Without the variable it checks every
+Checks a backend against the NumPy reference (rnnbackends.reference). Without the variable it checks every
 registered backend; a backend that fails to load fails the run, one unavailable here is skipped with
 its reason. Helpers for writing further checks live here too.
 """
@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..interop import to_host
+from ..arrays import to_host
 
 __all__ = ["make_case", "reference", "to_host", "tolerance"]
 
 
 def reference():
     """The NumPy reference backend instance (the definition the kit compares against)."""
-    from rnnbackends_numpy.backend import NumpyBackend
+    from ..reference import ReferenceBackend
 
-    return NumpyBackend()
+    return ReferenceBackend()
 
 
 def tolerance(dtype) -> float:
@@ -26,7 +26,7 @@ def tolerance(dtype) -> float:
 
 
 def make_case(T, B, D, H, dtype="float64", *, lengths=None, seed=0, scale=None):
-    """Random inputs (x, a0, w_x, w_a, b_a) of the given shapes, weights uniform ±1/√H (DESIGN §6)."""
+    """Random inputs (x, a0, w_x, w_a, b_a) of the given shapes, weights uniform ±1/√H."""
     rng = np.random.default_rng(seed)
     bound = 1.0 / np.sqrt(H) if scale is None else scale
     x = rng.standard_normal((T, B, D))

@@ -57,9 +57,9 @@ def run_paths(dtype, nonlinearity, monkeypatch, T=9, B=11, D=4, H=70):
     monkeypatch.setattr(numba_backend, "BLAS_STEP_MIN_H", 10**9)         # the blocked kernels, whatever the shape
     monkeypatch.setattr(numba_backend, "BLAS_STEP_MIN_WORK_THREADED", 10**18)
     monkeypatch.setattr(numba_backend, "BLAS_STEP_MIN_WORK_WIDE", 10**18)
+    monkeypatch.setattr(numba_backend.NumbaBackend, "blas_threads", lambda self: 1)   # rows split only then
     for min_work in (10**18, 0):                                # serial, then rows split across threads
         monkeypatch.setattr(numba_backend, "PARALLEL_MIN_WORK", min_work)
-        monkeypatch.setattr(numba_backend, "PARALLEL_MIN_WORK_QUIET_BLAS", min_work)
         backend = numba_backend.NumbaBackend()
         a, a_n, saved = backend.forward_sequence(x, a0, w_x, w_a, b_a, lengths=lengths, nonlinearity=nonlinearity)
         results.append((a, a_n) + tuple(backend.backward_sequence(saved, d_a, a_n)))

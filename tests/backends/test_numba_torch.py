@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch", reason="PyTorch parity tests need torch (pi
 
 # Thresholds that send small shapes down each path.
 BLAS_NEVER = {"BLAS_STEP_MIN_H": 10**9, "BLAS_STEP_MIN_WORK_THREADED": 10**18, "BLAS_STEP_MIN_WORK_WIDE": 10**18}
-SPLIT_NEVER = {"PARALLEL_MIN_WORK": 10**18, "PARALLEL_MIN_WORK_QUIET_BLAS": 10**18}
+SPLIT_NEVER = {"PARALLEL_MIN_WORK": 10**18}
 PATHS = {"blocked": dict(BLAS_NEVER, **SPLIT_NEVER),
-         "blocked-parallel": dict(BLAS_NEVER, PARALLEL_MIN_WORK=0, PARALLEL_MIN_WORK_QUIET_BLAS=0),
+         "blocked-parallel": dict(BLAS_NEVER, PARALLEL_MIN_WORK=0),
          "blas-step": dict(SPLIT_NEVER, BLAS_STEP_MIN_H=0)}
 PATHS["blas-step-transposed"] = dict(PATHS["blas-step"], TRANSPOSED_PRODUCT_MAX_B=10**9)
 PATHS["blas-step"]["TRANSPOSED_PRODUCT_MAX_B"] = 0
@@ -24,6 +24,7 @@ def numba_path(request, monkeypatch):
     """A NumbaBackend whose thresholds force one kernel path."""
     for name, value in PATHS[request.param].items():
         monkeypatch.setattr(numba_backend, name, value)
+    monkeypatch.setattr(numba_backend.NumbaBackend, "blas_threads", lambda self: 1)   # rows split only then
     return numba_backend.NumbaBackend()
 
 
