@@ -1,12 +1,12 @@
-"""The validating handle: checks every argument once, then calls the backend (DESIGN §3)."""
+"""The validating handle: checks every argument once, then calls the backend (docs/contract.md)."""
 from __future__ import annotations
 
 import os
 
-import numpy as np
+from .arrays import checked_lengths
 
 NONLINEARITIES = ("tanh", "relu")
-FLOAT_DTYPES = {"float16": "float16", "float32": "float32", "float64": "float64"}
+FLOAT_DTYPES = ("float16", "float32", "float64")
 
 
 class Saved:
@@ -44,7 +44,10 @@ class Backend:
         """A_t = g(X_t·W_X + A_{t-1}·W_A + b_A) for t=1..T -> (a (T,B,H), a_n (B,H), saved)."""
         x, a0, w_x, w_a, b_a = self._arrays(x=x, a0=a0, w_x=w_x, w_a=w_a, b_a=b_a)
         T, B, D = x.shape
+        if T == 0 or B == 0:
+            raise ValueError(f"x must hold at least one step and one sequence, got shape (T, B, D) = {x.shape}")
         H = w_x.shape[1]
+        _shape("w_x", w_x, (D, H), "(D, H)", "D from x")
         _shape("a0", a0, (B, H), "(B, H)", "B from x, H from w_x")
         _shape("w_a", w_a, (H, H), "(H, H)", "H from w_x")
         _shape("b_a", b_a, (H,), "(H,)", "H from w_x")
@@ -53,7 +56,7 @@ class Backend:
         self._require(nonlinearity, f"nonlinearity={nonlinearity!r}")
         if lengths is not None:
             self._require("lengths", "lengths=")
-            lengths = _lengths(lengths, T, B)
+            lengths = checked_lengths(lengths, T, B)
         a, a_n, inner = self.impl.forward_sequence(x, a0, w_x, w_a, b_a, lengths=lengths,
                                                    nonlinearity=nonlinearity)
         return a, a_n, Saved(self.name, (T, B, H), x.dtype, inner)
@@ -117,17 +120,3 @@ _SHAPES = {"x": "(T, B, D)", "a0": "(B, H)", "w_x": "(D, H)", "w_a": "(H, H)", "
 def _shape(name, arr, want, pattern, origin):
     if tuple(arr.shape) != want:
         raise ValueError(f"{name} must have shape {pattern} = {want} ({origin}), got {tuple(arr.shape)}")
-
-
-def _lengths(lengths, T, B):
-    """lengths as a host int64 array (B,) with 1 <= lengths[b] <= T."""
-    if hasattr(lengths, "get") and not isinstance(lengths, np.ndarray):
-        lengths = lengths.get()  # cupy -> host
-    arr = np.asarray(lengths)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"lengths must hold integers, got dtype {arr.dtype}")
-    if arr.shape != (B,):
-        raise ValueError(f"lengths must have shape (B,) = ({B},) (B from x), got {arr.shape}")
-    if B and (arr.min() < 1 or arr.max() > T):
-        raise ValueError(f"lengths must satisfy 1 <= lengths[b] <= T = {T}, got min {arr.min()} max {arr.max()}")
-    return np.ascontiguousarray(arr, dtype=np.int64)

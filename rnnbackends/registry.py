@@ -1,4 +1,4 @@
-"""Backend discovery through pluggy entry points, availability probes and selection (DESIGN §4)."""
+"""Backend discovery through pluggy entry points, availability probes and selection (docs/backends.md)."""
 from __future__ import annotations
 
 import contextlib
@@ -240,7 +240,9 @@ class _Registry:
 
 
 def _unknown_message(name, source, known, broken) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    lowered = {k.lower(): k for k in known}
+    close = [lowered[name.lower()]] if name.lower() in lowered else \
+        difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else "."
     msg = f"unknown backend {name!r} ({source}){hint} Installed backends: {', '.join(sorted(known)) or 'none'}."
     broken_names = [b.name for b in broken]
@@ -254,8 +256,11 @@ _context: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("rnnb
 
 
 def _requested(name: str | None) -> tuple[str, str]:
-    """The requested name and where it came from, by DESIGN §4 precedence."""
+    """The requested name and where it came from: argument > use_backend() > RNNBACKENDS_BACKEND > automatic."""
     if name is not None:
+        if not isinstance(name, str):
+            raise TypeError(f"backend must be a name such as 'numba' or a comma list such as 'numba,numpy', "
+                            f"got {type(name).__name__} {name!r}")
         return name, "backend= argument"
     stack = _context.get()
     if stack:

@@ -32,6 +32,9 @@ def call(backend, case, **changes):
     ("w_x", np.zeros((4, 6), np.float32), TypeError, r"w_x has dtype float32 but x has float64"),
     ("x", np.zeros((5, 3, 4), np.int64), TypeError, r"x has dtype int64.*float32 or float64"),
     ("a0", [[0.0] * 6] * 3, TypeError, r"a0 must be a numpy.ndarray.*got builtins.list.*xp.asarray\(a0\)"),
+    ("w_x", np.zeros((5, 6)), ValueError, r"w_x must have shape \(D, H\) = \(4, 6\) \(D from x\), got \(5, 6\)"),
+    ("x", np.zeros((0, 3, 4)), ValueError, r"x must hold at least one step and one sequence.*\(0, 3, 4\)"),
+    ("x", np.zeros((5, 0, 4)), ValueError, r"x must hold at least one step and one sequence.*\(5, 0, 4\)"),
 ])
 def test_forward_argument_errors(numpy_backend, case, name, bad, error, pattern):
     with pytest.raises(error, match=pattern):
@@ -96,3 +99,15 @@ def test_non_contiguous_inputs_are_accepted(numpy_backend, case):
     x_strided = np.concatenate([case["x"], case["x"]], axis=2)[:, :, ::2]
     x_strided[...] = case["x"]
     np.testing.assert_array_equal(call(numpy_backend, case, w_a=w_a_f, x=x_strided)[0], ref)
+
+
+@pytest.mark.parametrize("name", [123, 1.5, ["numpy"]])
+def test_backend_name_must_be_a_string(name):
+    with pytest.raises(TypeError, match=r"backend must be a name such as 'numba'"):
+        rnnbackends.get_backend(name)
+
+
+def test_wrong_case_backend_name_suggests_the_installed_name(monkeypatch):
+    monkeypatch.setenv("RNNBACKENDS_BACKEND", "NUMPY")
+    with pytest.raises(rnnbackends.UnknownBackendError, match=r"did you mean 'numpy'\?"):
+        rnnbackends.get_backend()
