@@ -1,4 +1,4 @@
-"""Conformance of one backend to contract API version 1, checked against the NumPy reference."""
+"""Conformance of one backend to contract API version 1, checked against the NumPy reference (and its chain)."""
 from __future__ import annotations
 
 import os
@@ -97,6 +97,32 @@ def _compare(backend, T, B, D, H, lengths, dtype, nonlinearity, seed=0):
 def test_matches_reference(backend, T, B, D, H, lengths, dtype, nonlinearity):
     """Forward states and all five gradients equal the reference's."""
     _compare(backend, T, B, D, H, lengths, dtype, nonlinearity)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("T, B, D, H, lengths", CASES[3:6])
+def test_chain_methods_match_the_reference_chain(backend, T, B, D, H, lengths, dtype):
+    """A chain backend's rnn_forward_chain / rnn_backward_chain alone equal rnnbackends.reference's."""
+    from rnnbackends import reference as ref_chain
+    from rnnbackends.chain import ChainBackend
+
+    impl = backend.impl
+    if not isinstance(impl, ChainBackend):
+        pytest.skip(f"backend {backend.name!r} implements the contract calls itself, not rnnbackends.chain")
+    _needs(backend, dtype, "tanh", "lengths" if lengths is not None else None)
+    (x, a0, w_x, w_a, b_a), _ = make_case(T, B, D, H, dtype, seed=5)
+    steps = np.full(B, T, dtype=np.int64) if lengths is None else np.asarray(lengths, dtype=np.int64)
+    z = (x.reshape(T * B, D) @ w_x).reshape(T, B, H)                          # X_t·W_X
+    a_ref, _ = ref_chain.rnn_forward_chain(z.copy(), a0, w_a, b_a, steps, "tanh")
+    a, chain_saved = impl.rnn_forward_chain(*_put(backend, (z, a0, w_a, b_a)), steps, "tanh")
+    _close("chain a", a, a_ref, dtype)
+    rng = np.random.default_rng(6)
+    d_a, d_a_n = rng.standard_normal((T, B, H)).astype(dtype), rng.standard_normal((B, H)).astype(dtype)
+    want = ref_chain.rnn_backward_chain(d_a, d_a_n, a_ref, w_a, steps, "tanh")
+    got = impl.rnn_backward_chain(*_put(backend, (d_a, d_a_n)), a, backend.xp.asarray(w_a), steps, "tanh",
+                                  chain_saved)
+    for name, g, w in zip(("chain dz", "chain d_a0"), got, want):
+        _close(name, g, w, dtype)
 
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])

@@ -49,6 +49,40 @@ THIRD_PARTY = textwrap.dedent('''
             return tuple(grads)
 ''')
 
+# A device backend as a third party writes it on top of the shared host code: just the two chain methods.
+CHAIN_ONLY = textwrap.dedent('''
+    import numpy as np
+    from rnnbackends import BACKEND_API_VERSION, BackendSpec, hookimpl
+    from rnnbackends.chain import ChainBackend
+
+    @hookimpl
+    def rnnbackends_register_backends(register):
+        register(BackendSpec("chainonly", BACKEND_API_VERSION, 1, "cpu", "chainonly_rnn:StepBackend"))
+
+    class StepBackend(ChainBackend):
+        name, xp = "chainonly", np
+        capabilities = frozenset({"tanh", "float32", "float64", "lengths"})
+
+        @classmethod
+        def availability(cls):
+            return True, "two chain methods over rnnbackends.chain"
+
+        def rnn_forward_chain(self, z, a0, w_a, b_a, steps, nonlinearity):
+            for t in range(len(z)):
+                prev = a0 if t == 0 else z[t - 1]
+                z[t] = np.tanh(z[t] + prev @ w_a + b_a) * (t < steps)[:, None]
+            return z, None
+
+        def rnn_backward_chain(self, d_a, d_a_n, a, w_a, steps, nonlinearity, chain_saved):
+            dz, carry = np.empty_like(a), np.zeros_like(d_a_n)
+            for t in reversed(range(len(a))):
+                valid, last = (t < steps)[:, None], (t == steps - 1)[:, None]
+                grad = np.where(valid, d_a[t], 0) + np.where(last, d_a_n, 0) + carry
+                dz[t] = np.where(valid, grad * (1 - a[t] ** 2), 0)
+                carry = dz[t] @ w_a.T
+            return dz, carry
+''')
+
 BROKEN = "import this_module_does_not_exist_anywhere\n"
 
 OLD_API = textwrap.dedent('''
@@ -59,12 +93,13 @@ OLD_API = textwrap.dedent('''
         register(BackendSpec("oldapi", 0, 50, "cpu", "oldapi_rnn:Backend"))
 ''')
 
-MODULES = {"thirdparty_rnn": THIRD_PARTY, "broken_rnn": BROKEN, "oldapi_rnn": OLD_API}
-ENTRY_POINTS = {"thirdparty": "thirdparty_rnn", "broken": "broken_rnn", "oldapi": "oldapi_rnn"}
+MODULES = {"thirdparty_rnn": THIRD_PARTY, "chainonly_rnn": CHAIN_ONLY, "broken_rnn": BROKEN, "oldapi_rnn": OLD_API}
+ENTRY_POINTS = {"thirdparty": "thirdparty_rnn", "chainonly": "chainonly_rnn", "broken": "broken_rnn",
+                "oldapi": "oldapi_rnn"}
 
 
 def write_project(root: Path) -> Path:
-    """A pip-installable project declaring the three plugins in the ``rnnbackends`` entry-point group."""
+    """A pip-installable project declaring the four plugins in the ``rnnbackends`` entry-point group."""
     root.mkdir(parents=True, exist_ok=True)
     for module, source in MODULES.items():
         (root / f"{module}.py").write_text(source)

@@ -14,7 +14,7 @@ def run(args, env, cwd):
 
 
 def test_pip_installed_third_party_plugins(tmp_path):
-    """pip install a throwaway distribution with a working, a broken and an old-API plugin."""
+    """pip install a throwaway distribution with two working plugins (one a two-method chain backend), a broken and an old-API one."""
     project = write_project(tmp_path / "project")
     target = tmp_path / "site"
     pip = run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
@@ -28,10 +28,11 @@ def test_pip_installed_third_party_plugins(tmp_path):
     chosen = run([sys.executable, "-c", "import rnnbackends; print(rnnbackends.get_backend().name)"],
                  {**env, "RNNBACKENDS_BACKEND": "thirdparty"}, tmp_path)
     assert chosen.stdout.strip() == "thirdparty", chosen.stderr
-    kit = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "rnnbackends.testing"],
-              {**env, "RNNBACKENDS_TEST_BACKEND": "thirdparty"}, tmp_path)
-    assert kit.returncode == 0, kit.stdout[-3000:]
-    assert " passed" in kit.stdout and "failed" not in kit.stdout
+    for name in ("thirdparty", "chainonly"):       # its own loop; two chain methods over rnnbackends.chain
+        kit = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "rnnbackends.testing"],
+                  {**env, "RNNBACKENDS_TEST_BACKEND": name}, tmp_path)
+        assert kit.returncode == 0, kit.stdout[-3000:]
+        assert " passed" in kit.stdout and "failed" not in kit.stdout
     broken = run([sys.executable, "-m", "pytest", "-x", "-p", "no:cacheprovider", "--pyargs", "rnnbackends.testing"],
                  {**env, "RNNBACKENDS_TEST_BACKEND": "broken"}, tmp_path)
     assert broken.returncode != 0 and "backend 'broken' failed to load" in broken.stdout
