@@ -1,4 +1,4 @@
-"""python -m perf run --suite cpu|gpu [--quick] [--out DIR] ... | python -m perf compare OLD.json NEW.json."""
+"""python -m perf run --suite cpu|gpu [--quick] [--out DIR] ... | compare OLD.json NEW.json | headline RESULT.json..."""
 import argparse
 import importlib
 import os
@@ -38,6 +38,9 @@ def main(argv=None):
     cmp.add_argument("old")
     cmp.add_argument("new")
     cmp.add_argument("--tolerance", type=float, default=0.10, help="slower by more than this is a regression")
+    from perf import headline
+    headline.add_arguments(commands.add_parser(
+        "headline", help="write the summary of saved results into the README and docs/perf.md"))
     suite = _suite(argv)
     module = importlib.import_module(f"perf.{suite}") if suite in SUITES and argv[:1] == ["run"] else None
     if module is not None:
@@ -45,6 +48,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from perf import runner
+    if args.command == "headline":
+        return headline.main(args)
     if args.command == "compare":
         lines, regressions = runner.compare(args.old, args.new, args.tolerance)
         print("\n".join(lines))

@@ -2,8 +2,8 @@
 
 Grid (D = H, float32, tanh): latency (B=1; H 32, 64, 256, 512; T 96, 672), training (H 128, 256, 512 ×
 B 8, 32, 64 × T 64, 256), DeepBench's vanilla-RNN point scaled to this machine (H=1760, B=16, T=50), a long
-sequence (H=256, B=32, T=1000), and one shape for the forward-rate target (H=1024, B=64, T=32), which the
-issue's grid does not reach. Per shape and pass (forward, forward+backward): median wall time of repeats after
+sequence (H=256, B=32, T=1000), and one shape added for the forward-rate target (H=1024, B=64, T=32), kept
+apart from the main grid in the targets. Per shape and pass (forward, forward+backward): median wall time of repeats after
 warm-up, all at the same thread count; µs per step; speed-up over torch; recurrent GFLOP/s (2·B·H²·T per
 forward, 3× that per forward+backward, as in perf.gpu) and its fraction of the sgemm rate measured in the same
 run; peak memory of our backends (NumPy allocations seen by tracemalloc) beyond what they return, in copies
@@ -11,6 +11,7 @@ of the states T·B·H.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -31,6 +32,8 @@ FORWARD_RATE = [(1024, 64, 32)]
 QUICK = [("latency", 64, 1, 96), ("latency", 512, 1, 96), ("training", 128, 8, 64), ("training", 256, 32, 64),
          ("training", 512, 64, 64), ("deepbench", 1760, 16, 50)]
 SMALL_TIER = {"H_max": 256, "B_max": 32}                                           # the ≥ 3× target's shapes
+TARGETS = {"small_tier": 3.0, "worst_fwd_bwd": 1.0, "forward_chain_fraction": 0.60}   # docs/perf.md
+ADDED_GROUPS = ("forward-rate",)                               # outside the main grid's worst-shape target
 
 
 GROUPS = {"latency": LATENCY, "training": TRAINING, "deepbench": DEEPBENCH, "long": LONG,
@@ -75,8 +78,8 @@ def _backends(names):
             if i.available and i.spec is not None and i.spec.device == "cpu"}
 
 
-def _problem(H, B, T, dtype):
-    """Inputs and output gradients of one shape (D = H), PyTorch's default initialisation."""
+def problem(H, B, T, dtype):
+    """Host inputs and output gradients of one shape (D = H), PyTorch's default initialisation."""
     import numpy as np
     rng = np.random.default_rng(0)
     bound = 1 / np.sqrt(H)
@@ -87,8 +90,8 @@ def _problem(H, B, T, dtype):
     return {k: v.astype(dtype) for k, v in arrays.items()}
 
 
-def _ours(backend, p):
-    """(forward, forward+backward) closures through the contract."""
+def contract_passes(backend, p):
+    """(forward, forward+backward) closures through the contract, on the arrays of p (host or device)."""
     args = [p[k] for k in ("x", "a0", "w_x", "w_a", "b_a")]
 
     def forward():
@@ -102,20 +105,18 @@ def _ours(backend, p):
     return forward, forward_backward
 
 
-def _torch(p, threads):
-    """(forward, forward+backward) closures of native torch.nn.RNN with the same weights and gradients."""
+def torch_passes(p, device="cpu"):
+    """(forward, forward+backward) closures of native torch.nn.RNN on device, same weights and gradients as p."""
     import torch
 
     from rnnbackends.interop import to_torch_rnn_params
-    torch.set_num_threads(threads)
-    T, B, D = p["x"].shape
-    H = p["w_a"].shape[0]
-    rnn = torch.nn.RNN(D, H, nonlinearity="tanh").to(getattr(torch, str(p["x"].dtype)))
+    D, H = p["w_x"].shape
+    rnn = torch.nn.RNN(D, H, nonlinearity="tanh").to(device=device, dtype=getattr(torch, str(p["x"].dtype)))
     params = to_torch_rnn_params(p["w_x"], p["w_a"], p["b_a"])                # weight_ih = W_Xᵀ, weight_hh = W_Aᵀ
     rnn.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
-    x = torch.from_numpy(p["x"]).requires_grad_()
-    h0 = torch.from_numpy(p["a0"][None]).requires_grad_()
-    d_out, d_hn = torch.from_numpy(p["d_a"]), torch.from_numpy(p["d_a_n"][None])
+    x = torch.from_numpy(p["x"]).to(device).requires_grad_()
+    h0 = torch.from_numpy(p["a0"][None]).to(device).requires_grad_()
+    d_out, d_hn = torch.from_numpy(p["d_a"]).to(device), torch.from_numpy(p["d_a_n"][None]).to(device)
 
     def forward():
         """torch's inference forward."""
@@ -170,16 +171,16 @@ def _run_suite(args):
         if time.monotonic() - started > args.time_budget:
             rows.append({"group": group, "H": H, "B": B, "T": T, "skipped": "time budget"})
             continue
-        p = _problem(H, B, T, args.dtype)
+        p = problem(H, B, T, args.dtype)
         x_rows, projected = p["x"].reshape(T * B, H), np.empty((T * B, H), dtype=args.dtype)
-        input_gemm_ms, _ = runner.time_host(lambda: np.matmul(x_rows, p["w_x"], out=projected), warmup, repeats,
-                                            budget)                   # X·W_X alone: the non-sequential part
-        impls = {name: _ours(backend, p) for name, backend in names_and_backends.items()}
-        impls[PEER] = _torch(p, args.threads)
+        input_gemm = functools.partial(np.matmul, x_rows, p["w_x"], out=projected)   # X·W_X: the non-sequential part
+        input_gemm_ms, _ = runner.time_calls(input_gemm, warmup, repeats, budget)
+        impls = {name: contract_passes(backend, p) for name, backend in names_and_backends.items()}
+        impls[PEER] = torch_passes(p)
         medians = {}
         for impl, fns in impls.items():
             for pass_name, fn in zip(runner.PASSES, fns):
-                ms, all_ms = runner.time_host(fn, warmup, repeats, budget)
+                ms, all_ms = runner.time_calls(fn, warmup, repeats, budget)
                 medians[(impl, pass_name)] = ms
                 rows.append(_row(group, H, B, T, p, impl, pass_name, ms, all_ms))
                 if impl != PEER:
@@ -302,7 +303,7 @@ def compile_times():
 # -- targets and the table ---------------------------------------------------------------------------
 
 def targets(rows, ceiling, impl="numba"):
-    """The issue's targets, measured: small-tier geometric mean, worst shape, forward rate, memory."""
+    """The targets, measured (docs/perf.md): small-tier geometric mean, worst shape, forward rate, memory."""
     key, by_min = f"speedup_vs_{PEER}", f"speedup_vs_{PEER}_by_min"
     ours = [r for r in rows if not r.get("skipped") and r["impl"] == impl]
     if not ours:
@@ -310,9 +311,9 @@ def targets(rows, ceiling, impl="numba"):
     fb = [r for r in ours if r["pass"] == "forward+backward"]
     small = [r for r in fb if r["H"] <= SMALL_TIER["H_max"] and r["B"] <= SMALL_TIER["B_max"]]
     worst = min(ours, key=lambda r: r[key])
-    issue_grid = [r for r in fb if r["group"] != "forward-rate"] or fb       # the issue's grid, when it ran
-    worst_fb = min(issue_grid, key=lambda r: r[key])
-    extra = [r for r in fb if r["group"] == "forward-rate"]
+    main_grid = [r for r in fb if r["group"] not in ADDED_GROUPS] or fb       # without the added shape
+    worst_fb = min(main_grid, key=lambda r: r[key])
+    extra = [r for r in fb if r["group"] in ADDED_GROUPS]
     big = [r for r in ours if r["pass"] == "forward" and r["H"] >= 1024 and r["B"] >= 64]
     return {
         "small_tier_fwd_bwd_geomean_speedup": runner.geomean(r[key] for r in small),
@@ -321,7 +322,7 @@ def targets(rows, ceiling, impl="numba"):
         "worst_speedup": worst[key], "worst_shape": {k: worst[k] for k in ("group", "H", "B", "T", "pass")},
         "worst_fwd_bwd_speedup": worst_fb[key],
         "worst_fwd_bwd_shape": {k: worst_fb[k] for k in ("group", "H", "B", "T")},
-        "worst_fwd_bwd_speedup_by_min": min(r[by_min] for r in issue_grid),
+        "worst_fwd_bwd_speedup_by_min": min(r[by_min] for r in main_grid),
         "forward_rate_shape_fwd_bwd_speedup": min((r[key] for r in extra), default=None),
         "forward_fraction_of_sgemm_H1024_B64": max((r["fraction_of_ceiling"] for r in big), default=None),
         "forward_all_flops_fraction_H1024_B64": max((r["gflops_all"] / ceiling for r in big), default=None),
@@ -366,7 +367,7 @@ def markdown(result):
                       f"**{t['small_tier_fwd_bwd_geomean_speedup']:.2f}×** (target ≥ 3×; "
                       f"{t['small_tier_fwd_bwd_geomean_speedup_by_min']:.2f}× comparing fastest calls)"
                       if t["small_tier_shapes"] else "none in this run"),
-                  f"- worst forward+backward speed-up over the issue's grid: **{t['worst_fwd_bwd_speedup']:.2f}×** "
+                  f"- worst forward+backward speed-up over the main grid: **{t['worst_fwd_bwd_speedup']:.2f}×** "
                   f"at {t['worst_fwd_bwd_shape']} (target ≥ 1.0×; {t['worst_fwd_bwd_speedup_by_min']:.2f}× "
                   f"comparing fastest calls)" + (
                       "" if t.get("forward_rate_shape_fwd_bwd_speedup") is None else
@@ -418,6 +419,38 @@ def markdown(result):
         lines += ["", "Skipped: " + ", ".join(f"{r['group']} H={r['H']} B={r['B']} T={r['T']} ({r['skipped']})"
                                               for r in skipped)]
     return "\n".join(lines) + "\n"
+
+
+def target_lines(results):
+    """The targets of several runs side by side (e.g. 2 threads / 1 thread), as Markdown lines for the headline."""
+    ts = [r.get("targets") or {} for r in results]
+    if not all(ts):
+        return []
+    labels = [f"{r['threads']} thread{'s' if r['threads'] != 1 else ''}" for r in results]
+
+    def measured(name, fmt, target=None):
+        values = [t.get(name) for t in ts]
+        text = "**" + " / ".join("n/a" if v is None else format(v, fmt) + ("" if "%" in fmt else "×")
+                                 for v in values) + "**"
+        if target is None:
+            return text
+        missed = [label for label, v in zip(labels, values) if v is None or v < target]
+        verdict = "met" if not missed else f"missed on {', '.join(missed)}"
+        return f"{text} (target ≥ {format(target, '.0%') if fmt.endswith('%') else f'{target:g}×'}: {verdict})"
+
+    added = ", ".join(f"H={h}, B={b}, T={t}" for group in ADDED_GROUPS for h, b, t in GROUPS.get(group, ()))
+    memory = " / ".join(f"{statistics.median(t['working_over_states_fwd_bwd'].values()):.1f}" for t in ts)
+    return [f"Targets ({' / '.join(labels)}):",
+            f"- forward+backward, geometric mean over the {ts[0]['small_tier_shapes']} shapes with "
+            f"H ≤ {SMALL_TIER['H_max']} and B ≤ {SMALL_TIER['B_max']}: "
+            + measured("small_tier_fwd_bwd_geomean_speedup", ".2f", TARGETS["small_tier"]),
+            "- worst forward+backward shape of the main grid: "
+            + measured("worst_fwd_bwd_speedup", ".2f", TARGETS["worst_fwd_bwd"])
+            + f"; at the added shape ({added}): " + measured("forward_rate_shape_fwd_bwd_speedup", ".2f"),
+            "- forward at H=1024, B=64, the chain alone as a fraction of the sgemm rate measured in the same run: "
+            + measured("forward_chain_fraction_H1024_B64", ".0%", TARGETS["forward_chain_fraction"]),
+            f"- forward+backward working memory beyond the returned arrays: median {memory} copies of the states "
+            "(T·B·H)"]
 
 
 def _working(row):

@@ -50,13 +50,13 @@ EOF
 $PY -m rnnbackends.cli backends || rnnbackends backends"
 
 if command -v nvcc >/dev/null; then
-    step nvcc 180 "$PY" -m pytest -q -s -p no:cacheprovider tests/test_cupy_nvcc.py
+    step nvcc 180 "$PY" -m pytest -q -s -p no:cacheprovider tests/cupy/test_nvcc.py
 fi
 
 step kit 240 env RNNBACKENDS_TEST_BACKEND=cupy "$PY" -m pytest -q -p no:cacheprovider --pyargs rnnbackends.testing
 
-step gpu_tests 300 "$PY" -m pytest -q -p no:cacheprovider tests/test_cupy_gpu.py \
-    --deselect "tests/test_cupy_gpu.py::test_conformance_kit_on_device[auto]"  # the kit step ran auto
+step gpu_tests 300 "$PY" -m pytest -q -p no:cacheprovider tests/cupy/test_gpu.py \
+    --deselect "tests/cupy/test_gpu.py::test_conformance_kit_on_device[auto]"  # the kit step ran auto
 
 # One small case per kernel: the persistent pair (cooperative) and the step pair (eagerly, then as a graph).
 cat >"$OUT/sanitize_case.py" <<'EOF'
@@ -90,11 +90,7 @@ fi
 ELAPSED=$(( $(date +%s) - START ))
 BUDGET=$(( 450 - ELAPSED ))  # leave the perf grid what is left of ~7.5 minutes
 [ $BUDGET -lt 60 ] && BUDGET=60
-if [ -f perf/__main__.py ] && "$PY" -m perf run --help 2>/dev/null | grep -q -- "--suite"; then
-    step perf 420 "$PY" -m perf run --suite gpu --out "$OUT" --time-budget "$BUDGET"
-else
-    step perf 420 "$PY" -m perf.gpu --out "$OUT" --time-budget "$BUDGET"
-fi
+step perf 420 "$PY" -m perf run --suite gpu --out "$OUT" --time-budget "$BUDGET"
 [ -f "$OUT/gpu.md" ] && cat "$OUT/gpu.md"
 
 echo "- total: $(( $(date +%s) - START )) s" | tee -a "$SUMMARY"

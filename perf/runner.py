@@ -42,16 +42,21 @@ ROW_KEY = ("group", "H", "B", "T", "D", "dtype", "impl", "pass")
 
 # -- timing and the machine ---------------------------------------------------------------------------
 
-def time_host(fn, warmup=2, repeats=10, budget_s=1.0, min_repeats=3):
-    """Median and all wall-clock milliseconds of fn() after warm-up; stops early once budget_s is spent."""
+def wall_ms(fn):
+    """Milliseconds of one call of fn() by the host's clock."""
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def time_calls(fn, warmup=2, repeats=10, budget_s=1.0, min_repeats=3, clock=wall_ms):
+    """Median and all ms of fn() after warm-up, each by clock(fn) (CUDA events in perf.gpu), within budget_s."""
     for _ in range(warmup):
         fn()
     times = []
     started = time.perf_counter()
     while len(times) < repeats and (len(times) < min_repeats or time.perf_counter() - started < budget_s):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
+        times.append(clock(fn))
     return statistics.median(times), times
 
 
@@ -62,7 +67,7 @@ def sgemm_gflops(sizes=(1024, 2048), dtype="float32"):
     for n in sizes:
         a = np.random.default_rng(0).standard_normal((n, n)).astype(dtype)
         b, c = a.copy(), np.empty_like(a)
-        _, all_ms = time_host(lambda: np.matmul(a, b, out=c), warmup=2, repeats=10, budget_s=2.0)
+        _, all_ms = time_calls(lambda: np.matmul(a, b, out=c), warmup=2, repeats=10, budget_s=2.0)
         best[n] = 2 * n ** 3 / (min(all_ms) * 1e-3) / 1e9
     return max(best.values()), best
 

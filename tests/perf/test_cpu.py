@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from perf import cpu, runner
+from perf import cpu, headline, runner
 
 torch = pytest.importorskip("torch", reason="the CPU suite's peer is torch.nn.RNN (pip install torch==2.13.0)")
 pytest.importorskip("numba", reason="numba is not installed")
@@ -38,7 +38,7 @@ def test_cpu_suite_times_every_backend_against_torch(tmp_path, monkeypatch):
     numba_rows = [r for r in rows if r["impl"] == "numba"]
     t = result["targets"]
     assert t["small_tier_shapes"] == 3                                       # every toy shape is H ≤ 256, B ≤ 32
-    assert t["worst_fwd_bwd_shape"]["group"] != "forward-rate"               # the issue's grid, apart
+    assert t["worst_fwd_bwd_shape"]["group"] not in cpu.ADDED_GROUPS         # the main grid, apart
     assert t["forward_rate_shape_fwd_bwd_speedup"] == next(
         r[f"speedup_vs_{cpu.PEER}"] for r in numba_rows if r["group"] == "forward-rate" and r["pass"] != "forward")
     table = paths[1].read_text()
@@ -66,3 +66,33 @@ def test_compare_flags_a_slower_median(tmp_path, monkeypatch):
     lines, regressions = runner.compare(paths[0], new_path)
     assert regressions == 1
     assert sum("REGRESSION" in line for line in lines) == 1
+
+
+def test_headline_is_written_between_the_markers_and_nowhere_else(tmp_path, monkeypatch):
+    """perf headline: one column pair per result, the targets, the provenance; text outside the markers kept."""
+    result, paths = run_toy_suite(tmp_path, monkeypatch)
+    two_threads = {**result, "threads": 2}
+    second = tmp_path / "threads-2" / "cpu.json"
+    second.parent.mkdir()
+    second.write_text(json.dumps(two_threads))
+    page = tmp_path / "page.md"
+    page.write_text(f"before\n{headline.BEGIN}\nstale\n{headline.END}\nafter\n")
+    args = headline.add_arguments(argparse.ArgumentParser()).parse_args(
+        [str(paths[0]), str(second), "--into", str(page)])
+    assert headline.main(args) == 0
+    text = page.read_text()
+    assert text.startswith(f"before\n{headline.BEGIN}\n") and text.endswith(f"{headline.END}\nafter\n")
+    assert "stale" not in text
+    assert "| group (shapes) | forward, 1 thread | fwd+bwd, 1 thread | forward, 2 threads | fwd+bwd, 2 threads |" in text
+    assert "| training (1) |" in text and "Targets (1 thread / 2 threads):" in text and "(target ≥ 3×:" in text
+    assert f"(full table: `{paths[1]}`)" in text and "threads-2/cpu.md`" in text
+
+
+def test_headline_refuses_a_file_without_markers_and_a_file_that_is_no_result(tmp_path):
+    """One clear line naming the file and what it lacks."""
+    page = tmp_path / "page.md"
+    page.write_text("no markers here\n")
+    with pytest.raises(SystemExit, match="page.md: needs one <!-- perf-headline:start -->"):
+        headline.write_between_markers(page, "x\n")
+    with pytest.raises(SystemExit, match="page.md: cannot read a perf result"):
+        headline.load([page])

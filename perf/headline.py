@@ -1,0 +1,123 @@
+"""The perf headline: a short Markdown summary of saved results, written between markers in the README and docs.
+
+``python -m perf headline perf/results/cpu.json perf/results/threads-1/cpu.json`` renders one block (a table of
+geometric-mean speed-ups per group, one pair of columns per result, and the suite's targets) and replaces
+what lies between ``<!-- perf-headline:start -->`` and ``<!-- perf-headline:end -->`` in README.md and
+docs/perf.md (``--into`` names other files, ``--print`` writes nothing).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from perf import runner
+from rnnbackends.files import write_atomically
+
+BEGIN, END = "<!-- perf-headline:start -->", "<!-- perf-headline:end -->"
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = (ROOT / "README.md", ROOT / "docs" / "perf.md")
+PEER_NAMES = {"torch": "native `torch.nn.RNN`", "cudnn": "cuDNN (`torch.nn.RNN` on CUDA)"}
+
+
+def load(paths):
+    """The results saved at paths, each with the path it came from under "path"."""
+    results = []
+    for path in paths:
+        try:
+            result = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"{path}: cannot read a perf result ({exc}); give a <suite>.json from perf run")
+        if not isinstance(result, dict) or "rows" not in result:
+            raise SystemExit(f"{path}: not a perf result (no rows); give a <suite>.json from perf run")
+        result["path"] = _shown(path)
+        results.append(result)
+    if len({r.get("suite") for r in results}) != 1:
+        raise SystemExit("give results of one suite (cpu or gpu) per headline")
+    return results
+
+
+def _shown(path):
+    """path relative to the repository when it lies inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def column(result):
+    """The label of one result's columns: thread count on the CPU, the device on the GPU."""
+    if result.get("suite") == "cpu":
+        threads = result.get("threads")
+        return f"{threads} thread{'s' if threads != 1 else ''}"
+    return result.get("machine", {}).get("device", result.get("suite", ""))
+
+
+def headline(results):
+    """The Markdown block: provenance, speed-up table per group, the suite's targets, where the full tables are."""
+    first = results[0]
+    peer = runner.peer_of(first)
+    impl = runner.primary_impl(first, peer)
+    lines = [f"Speed-up of `{impl}` over {PEER_NAMES.get(peer, peer)}, {first.get('dtype', 'float32')}, "
+             "geometric mean per group of shapes (worst shape in brackets); higher is better.", ""]
+    header = "| group (shapes) |" + "".join(f" forward, {column(r)} | fwd+bwd, {column(r)} |" for r in results)
+    lines += [header, "|---|" + "---|---|" * len(results)]
+    groups = dict.fromkeys(row["group"] for r in results for row in runner.timed_rows(r))
+    for group in groups:
+        shapes = {(row["H"], row["B"], row["T"]) for row in runner.timed_rows(first) if row["group"] == group}
+        cells = []
+        for result in results:
+            ups = runner.speedups(result, peer, impl)
+            for pass_name in runner.PASSES:
+                values = [v for (g, *_, p), v in ups.items() if g == group and p == pass_name]
+                if not values:
+                    cells.append("")
+                elif len(values) == 1:
+                    cells.append(f"{values[0]:.2f}×")
+                else:
+                    cells.append(f"{runner.geomean(values):.2f}× ({min(values):.2f}×)")
+        lines.append(f"| {group} ({len(shapes)}) | " + " | ".join(cells) + " |")
+    target_lines = getattr(importlib.import_module(f"perf.{first['suite']}"), "target_lines", None)
+    if target_lines is not None:
+        lines += ["", *target_lines(results)]
+    lines += ["", "Measured on:"]
+    for result in results:
+        run = result.get("run", {})
+        load = (run.get("load_before") or [float("nan")])[0]
+        where = result.get("machine", {}).get("device") or f"{run.get('cpu', '?')}, {run.get('cpu_count', '?')} cores"
+        commit = run.get("git_commit", "?")
+        commit = commit[:7] + ("+dirty" if commit.endswith("+dirty") else "")
+        lines.append(f"- {column(result)}: {where}; {run.get('started_utc', '?')}, commit {commit}, "
+                     f"1-minute load average {load:.1f} before the run "
+                     f"(full table: `{Path(result['path']).with_suffix('.md')}`).")
+    return "\n".join(lines) + "\n"
+
+
+def write_between_markers(path, text):
+    """Replace what lies between the headline markers of the file at path with text."""
+    path = Path(path)
+    content = path.read_text(encoding="utf-8")
+    if content.count(BEGIN) != 1 or content.count(END) != 1 or content.index(BEGIN) > content.index(END):
+        raise SystemExit(f"{path}: needs one {BEGIN} line and one {END} line after it to write the headline")
+    head, rest = content.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    write_atomically(path, f"{head}{BEGIN}\n{text}{END}{tail}")
+
+
+def add_arguments(parser):
+    """The headline command's options."""
+    parser.add_argument("results", nargs="+", help="<suite>.json files of one suite, one column pair each")
+    parser.add_argument("--into", nargs="+", type=Path, default=list(PAGES),
+                        help="files with the headline markers (default: README.md docs/perf.md)")
+    parser.add_argument("--print", action="store_true", help="print the headline, write nothing")
+    return parser
+
+
+def main(args):
+    """Render the headline of args.results; write it into args.into unless --print."""
+    text = headline(load(args.results))
+    if args.print:
+        print(text, end="")
+        return 0
+    for path in args.into:
+        write_between_markers(path, text)
+        print(path)
+    return 0
