@@ -8,21 +8,12 @@ uninterrupted one exactly on CPU backends.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .. import checkpoint
 from ..training import fit
-
-REPOSITORY = Path(__file__).resolve().parents[2]
-
-
-def shared_data(*parts):
-    """A path under the shared data folder: ``$RNNBACKENDS_DATA`` or ``../shared/data`` next to the repository."""
-    root = Path(os.environ.get("RNNBACKENDS_DATA", REPOSITORY.parent / "shared" / "data"))
-    return root.joinpath(*parts)
 
 
 def epoch_rng(seed, epoch):

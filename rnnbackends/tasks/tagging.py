@@ -1,6 +1,7 @@
 """Many-to-many part-of-speech tagging: FORM -> UPOS on Universal Dependencies English-EWT (CoNLL-U)."""
 from __future__ import annotations
 
+import io
 import time
 from collections import Counter
 from pathlib import Path
@@ -10,12 +11,13 @@ import numpy as np
 
 from .. import checkpoint
 from ..data import WORD, Batch, Vocabulary, minibatches
+from ..datasets import default_data, read_text
 from ..layers import to_host
 from ..losses import categorical_cross_entropy
 from ..models import FeatureTagger
 from ..optimizers import Adam
 from . import TaskResult
-from .runs import epoch_rng, shared_data, train_resumable
+from .runs import epoch_rng, train_resumable
 
 UPOS = ["ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT",
         "SCONJ", "SYM", "VERB", "X"]                                       # the 17 universal tags
@@ -27,16 +29,16 @@ TRAINING = dict(lr=0.003, batch_size=32, epochs=12, clip_norm=5.0, word_dropout=
 
 
 def read_conllu(path):
-    """(words, UPOS tags) per sentence of a CoNLL-U file; multiword-token ranges (1-2) and empty nodes (1.1) skipped."""
+    """(words, UPOS tags) per sentence of a CoNLL-U file (plain, .gz or .xz); multiword-token ranges (1-2) and empty
+    nodes (1.1) skipped."""
     sentences = []
-    with open(path, encoding="utf-8") as f:
-        try:
-            for sentence in conllu.parse_incr(f):
-                tokens = [t for t in sentence if isinstance(t["id"], int)]
-                if tokens:
-                    sentences.append(([t["form"] for t in tokens], [t["upos"] for t in tokens]))
-        except conllu.exceptions.ParseException as exc:
-            raise ValueError(f"{path}: not CoNLL-U ({exc})") from None
+    try:
+        for sentence in conllu.parse_incr(io.StringIO(read_text(path))):
+            tokens = [t for t in sentence if isinstance(t["id"], int)]
+            if tokens:
+                sentences.append(([t["form"] for t in tokens], [t["upos"] for t in tokens]))
+    except conllu.exceptions.ParseException as exc:
+        raise ValueError(f"{path}: not CoNLL-U ({exc})") from None
     if not sentences:
         raise ValueError(f"{path}: no sentences (expected CoNLL-U: 10 TAB-separated columns per token line)")
     for words, tags in sentences:
@@ -47,13 +49,13 @@ def read_conllu(path):
 
 
 def conllu_files(data):
-    """The train, dev and test CoNLL-U files of a folder (names containing train/dev/test)."""
-    folder = Path(data) if data else shared_data("pos")
+    """The train, dev and test CoNLL-U files of a folder (names containing train/dev/test; .gz/.xz allowed)."""
+    folder = Path(data) if data else default_data("tagging")
     if not folder.is_dir():
         raise ValueError(f"{folder}: expected a folder with *train*.conllu, *dev*.conllu and *test*.conllu")
     files = []
     for part in ("train", "dev", "test"):
-        found = sorted(folder.glob(f"*{part}*.conllu"))
+        found = sorted(folder.glob(f"*{part}*.conllu")) + sorted(folder.glob(f"*{part}*.conllu.[gx]z"))
         if not found:
             raise ValueError(f"{folder}: no *{part}*.conllu file")
         files.append(found[0])

@@ -10,11 +10,13 @@ import numpy as np
 
 from .. import checkpoint
 from ..data import Tokenizer, Vocabulary, bptt_chunks
+from ..datasets import default_data
+from ..datasets import read_text as read_file
 from ..losses import categorical_cross_entropy
 from ..models import LanguageModel
 from ..optimizers import Adam
 from . import TaskResult
-from .runs import shared_data, train_resumable
+from .runs import train_resumable
 
 HYPERPARAMETERS = {"char": dict(embed_dim=32, hidden_size=256, num_layers=1),
                    "word": dict(embed_dim=64, hidden_size=256, num_layers=1)}
@@ -24,11 +26,9 @@ PRIME, SAMPLE_LENGTH, TEMPERATURE = "ROMEO:", 500, 0.8
 
 
 def read_text(data):
-    """The whole text of ``data`` (default: tiny Shakespeare)."""
-    path = Path(data) if data else shared_data("text", "input.txt")
-    if not path.is_file():
-        raise ValueError(f"{path}: no such text file")
-    text = path.read_text(encoding="utf-8")
+    """The whole text of ``data`` (plain, .gz or .xz; default: the bundled tiny Shakespeare)."""
+    path = Path(data) if data else default_data("textgen")
+    text = read_file(path)
     if len(text) < 1000:
         raise ValueError(f"{path}: only {len(text)} characters; a language model needs at least 1000")
     return text

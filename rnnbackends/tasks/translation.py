@@ -9,11 +9,12 @@ import numpy as np
 
 from .. import checkpoint
 from ..data import PAD, UNK, Batch, Tokenizer, Vocabulary, minibatches, pad_batch
+from ..datasets import default_data, read_text
 from ..losses import categorical_cross_entropy
 from ..models import EncoderDecoder
 from ..optimizers import Adam
 from . import TaskResult
-from .runs import epoch_rng, shared_data, train_resumable
+from .runs import epoch_rng, train_resumable
 
 START, END = "<s>", "</s>"
 SPLIT_SEED = 20260101          # fixed: the split never depends on --seed
@@ -27,16 +28,13 @@ DECODING = dict(beam_size=5, alpha=1.0, max_steps=20)
 
 def read_pairs(data):
     """(English, Spanish) sentence pairs from an ``English<TAB>Spanish`` file (further columns ignored)."""
-    path = Path(data) if data else shared_data("translation", "spa-eng.first40000.txt")
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+    path = Path(data) if data else default_data("translation")
     pairs = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            columns = line.rstrip("\n").split("\t")
-            if len(columns) < 2 or not columns[0].strip() or not columns[1].strip():
-                raise ValueError(f"{path}:{number}: expected 'English<TAB>Spanish', got {line[:60]!r}")
-            pairs.append((columns[0].strip(), columns[1].strip()))
+    for number, line in enumerate(read_text(path).removesuffix("\n").split("\n"), 1):
+        columns = line.rstrip("\r").split("\t")
+        if len(columns) < 2 or not columns[0].strip() or not columns[1].strip():
+            raise ValueError(f"{path}:{number}: expected 'English<TAB>Spanish', got {line[:60]!r}")
+        pairs.append((columns[0].strip(), columns[1].strip()))
     if len(pairs) < 100:
         raise ValueError(f"{path}: only {len(pairs)} pairs; need at least 100")
     return pairs

@@ -8,33 +8,33 @@ import pytest
 
 import rnnbackends
 from rnnbackends import checkpoint
+from rnnbackends.datasets import default_data, read_text
 from rnnbackends.gradcheck import check_gradients
 from rnnbackends.layers import Dropout, to_host
 from rnnbackends.models import FeatureTagger
 from rnnbackends.tasks import tagging
-from rnnbackends.tasks.runs import shared_data
 
-POS = shared_data("pos")
+POS = default_data("tagging")
 pytestmark = pytest.mark.skipif(not POS.is_dir(), reason=f"no UD English-EWT data at {POS}")
 CPU_BACKENDS = [b.name for b in rnnbackends.list_backends() if b.status == "available" and b.name in ("numpy", "numba")]
 
 
 def word_lines(path):
     """The token lines of a CoNLL-U file whose ID is a plain integer, read without the conllu package."""
-    with open(path, encoding="utf-8") as f:
-        return [line.split("\t") for line in f if line[0].isdigit() and line.split("\t")[0].isdigit()]
+    lines = read_text(path).split("\n")
+    return [line.split("\t") for line in lines if line[:1].isdigit() and line.split("\t")[0].isdigit()]
 
 
 @pytest.mark.parametrize("part", ["train", "dev", "test"])
 def test_read_conllu_keeps_words_and_skips_multiword_and_empty_nodes(part):
-    path = sorted(POS.glob(f"*{part}*.conllu"))[0]
+    path = sorted(POS.glob(f"*{part}*.conllu*"))[0]
     sentences = tagging.read_conllu(path)
     lines = word_lines(path)
     words = [w for ws, _ in sentences for w in ws]
     tags = [t for _, ts in sentences for t in ts]
     assert words == [line[1] for line in lines]
     assert tags == [line[3] for line in lines]
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     ranges = [line.split("\t")[1] for line in text.split("\n") if re.match(r"\d+-\d+\t", line)]
     assert ranges and not set(ranges) <= set(words)          # e.g. "don't" is a range; its words are "do", "n't"
     assert len(sentences) == text.count("\n\n") + (not text.endswith("\n\n"))
@@ -74,7 +74,7 @@ def test_feature_tagger_gradients(backend_name):
 def small_pos_folder(folder, sentences=300):
     """The first ``sentences`` sentences of each real EWT file, in a folder the task reads."""
     for part in ("train", "dev", "test"):
-        text = sorted(POS.glob(f"*{part}*.conllu"))[0].read_text(encoding="utf-8")
+        text = read_text(sorted(POS.glob(f"*{part}*.conllu*"))[0])
         (folder / f"small-{part}.conllu").write_text("\n\n".join(text.split("\n\n")[:sentences]) + "\n\n",
                                                      encoding="utf-8")
     return folder

@@ -6,12 +6,12 @@ import sys
 import numpy as np
 import pytest
 
+from rnnbackends.datasets import default_data, read_text
 from rnnbackends.decoding import sample_token
 from rnnbackends.models import LanguageModel
 from rnnbackends.tasks import textgen
-from rnnbackends.tasks.runs import shared_data
 
-SHAKESPEARE = shared_data("text", "input.txt")
+SHAKESPEARE = default_data("textgen")
 needs_data = pytest.mark.skipif(not SHAKESPEARE.is_file(), reason=f"no tiny Shakespeare at {SHAKESPEARE}")
 
 
@@ -69,7 +69,7 @@ def test_ngram_baselines_match_a_hand_count():
 @needs_data
 def test_a_short_run_beats_the_ngram_baselines_and_generates_from_the_cli(tmp_path):
     text = tmp_path / "shakespeare-head.txt"
-    text.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:120_000], encoding="utf-8")
+    text.write_text(read_text(SHAKESPEARE)[:120_000], encoding="utf-8")
     result = textgen.train(text, backend="numpy", epochs=3, save=tmp_path / "lm", progress=False)
     assert result.metric == "validation nats/char"
     assert result.value < result.baselines["unigram"] - 0.3
@@ -89,7 +89,7 @@ def test_a_short_run_beats_the_ngram_baselines_and_generates_from_the_cli(tmp_pa
 @needs_data
 def test_word_level_trains_and_generates_words(tmp_path):
     text = tmp_path / "head.txt"
-    text.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:40_000], encoding="utf-8")
+    text.write_text(read_text(SHAKESPEARE)[:40_000], encoding="utf-8")
     result = textgen.train(text, backend="numpy", epochs=1, save=tmp_path / "lm", progress=False, level="word")
     assert result.metric == "validation nats/word" and np.isfinite(result.value)
     assert result.details["vocabulary"] > 500                    # words, not characters

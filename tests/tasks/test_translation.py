@@ -9,14 +9,14 @@ import sacrebleu
 import rnnbackends
 from rnnbackends import checkpoint
 from rnnbackends.data import Tokenizer, Vocabulary
+from rnnbackends.datasets import default_data, read_text
 from rnnbackends.decoding import beam_search, greedy_search
 from rnnbackends.gradcheck import check_gradients
 from rnnbackends.layers import Dropout, to_host
 from rnnbackends.models import EncoderDecoder
 from rnnbackends.tasks import translation
-from rnnbackends.tasks.runs import shared_data
 
-PAIRS = shared_data("translation", "spa-eng.first40000.txt")
+PAIRS = default_data("translation")
 pytestmark = pytest.mark.skipif(not PAIRS.is_file(), reason=f"no Tatoeba pairs at {PAIRS}")
 CPU_BACKENDS = [b.name for b in rnnbackends.list_backends() if b.status == "available" and b.name in ("numpy", "numba")]
 
@@ -78,7 +78,7 @@ def test_decoding_step_by_step_matches_teacher_forcing(feed_context):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("translation")
-    lines = PAIRS.read_text(encoding="utf-8").split("\n")
+    lines = read_text(PAIRS).split("\n")
     (folder / "pairs.txt").write_text("\n".join(lines[:3000:2]) + "\n", encoding="utf-8")   # 1500 short pairs
     result = translation.train(folder / "pairs.txt", backend="numpy", epochs=4, save=folder / "model",
                                progress=False)
@@ -98,7 +98,7 @@ def test_beam_search_scores_at_least_greedy_and_width_one_is_greedy(trained):
     model = models[0]
     source_vocabulary, target_vocabulary = Vocabulary(meta["source_vocabulary"]), Vocabulary(meta["target_vocabulary"])
     tokenizer = Tokenizer(**meta["tokenizer"])
-    english = [line.split("\t")[0] for line in PAIRS.read_text(encoding="utf-8").split("\n")[1:3000:20]]
+    english = [line.split("\t")[0] for line in read_text(PAIRS).split("\n")[1:3000:20]]
     sources = [translation.encode_source(source_vocabulary, tokenizer(e), True) for e in english]
     _, greedy = translation.translate_ids(model, sources, target_vocabulary, beam_size=1)
     _, beam = translation.translate_ids(model, sources, target_vocabulary, beam_size=5)
