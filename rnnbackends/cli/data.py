@@ -1,4 +1,4 @@
-"""``data``: the bundled task data, and full-size corpora fetched into a per-user cache (``list``, ``path``, ``fetch``)."""
+"""``data``: the bundled task data, and full-size corpora fetched into a per-user cache (list, path, fetch)."""
 from __future__ import annotations
 
 import sys
