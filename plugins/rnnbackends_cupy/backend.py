@@ -68,7 +68,7 @@ class CupyBackend(ChainBackend):
 
 def _availability():
     if emulate_requested():
-        from .emulator import compiler
+        from .emulation import compiler
 
         if compiler() is None:
             return False, "RNNBACKENDS_CUPY_EMULATE=1 but no C++ compiler (g++) to build the CUDA emulator"

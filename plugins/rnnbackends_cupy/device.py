@@ -1,4 +1,4 @@
-"""Where the cupy backend's kernels run: a CUDA device through CuPy, or the CPU emulator (NumPy arrays).
+"""Where the cupy backend's kernels run: a CUDA device through CuPy (or, for tests, emulation.EmulatedDevice).
 
 Both devices offer the same small vocabulary, so the backend's host code is one code path:
 ``xp``, ``limits``, ``kernel(name, dtype)(grid, block, args, shared_mem=0)``, ``gemm(a, b, out)`` and
@@ -21,8 +21,6 @@ HERE = Path(__file__).resolve().parent
 MODULES = {
     "persistent.cu": (("rnn_forward_persistent", "rnn_backward_persistent"), True),
     "step.cu": (("rnn_forward_step", "rnn_backward_step"), False),
-    "selftest.cu": (("selftest_reverse", "selftest_divergent", "selftest_warp_sum", "selftest_divergent_shuffle"),
-                    False),
 }
 KERNEL_MODULE = {k: f for f, (ks, _) in MODULES.items() for k in ks}
 CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
@@ -39,20 +37,13 @@ class Limits(NamedTuple):
     emulated: bool
 
 
-# In emulation the limits are pretended small, so that the conformance kit's shapes (B ≤ 8, H ≤ 64)
-# run BOTH paths (B ≤ 4 persistent, B > 4 graph) and the persistent kernels span several blocks
-# (up to 4, of 2 warps each). RNNBACKENDS_CUPY_PATH=persistent|graph forces a path where it fits.
-EMULATED_LIMITS = Limits(blocks=4, shared_bytes=16 * 1024, threads=64, persistent_max_batch=4,
-                         cooperative=True, emulated=True)
-
-
 def emulate_requested() -> bool:
     """RNNBACKENDS_CUPY_EMULATE=1: run the backend on the CPU emulator."""
     return os.environ.get("RNNBACKENDS_CUPY_EMULATE", "") not in ("", "0")
 
 
 def kernel_source(filename: str) -> str:
-    """A .cu file with its local #include "..." headers inlined (so CuPy's cache key covers them)."""
+    """A .cu file with its local headers inlined (so CuPy's cache key covers them), without the emulator's half."""
     seen = set()
 
     def expand(name):
@@ -60,70 +51,10 @@ def kernel_source(filename: str) -> str:
             return ""
         seen.add(name)
         text = (HERE / name).read_text()
+        text = re.sub(r'^#include "emulation/[^"]+"\s*$', "", text, flags=re.M)    # never taken on a GPU
         return re.sub(r'^#include "([^"]+)"\s*$', lambda m: expand(m.group(1)), text, flags=re.M)
 
     return expand(filename).replace("#pragma once", "")
-
-
-class EmulatedGraph:
-    """A recorded sequence of launches and GEMMs, replayed by launch() (what a CUDA graph is on a GPU)."""
-
-    def __init__(self, ops):
-        self.ops = ops
-
-    def launch(self):
-        """Replay every recorded operation in order."""
-        for op in self.ops:
-            op()
-
-
-class EmulatedDevice:
-    """The CPU stand-in: NumPy arrays, GEMMs through NumPy, every kernel through the fiber emulator."""
-
-    xp = np
-    limits = EMULATED_LIMITS
-    name = "CPU emulator"
-    persistent_error = None  # the emulator never switches the persistent path off: its errors raise
-
-    def __init__(self, defines=()):
-        from . import emulator
-
-        self.library = emulator.library(tuple(defines))
-        self._recording = None
-
-    def describe(self):
-        """One line for availability() and the perf report."""
-        return f"emulated on the CPU (kernels from {self.library.path.name}, limits {tuple(self.limits)[:4]})"
-
-    def kernel(self, name, dtype):
-        """The launcher of kernel `name` instantiated for `dtype`."""
-        expr = f"{name}<{CTYPE[np.dtype(dtype)]}>"
-        cooperative = MODULES[KERNEL_MODULE[name]][1]
-
-        def launch(grid, block, args, shared_mem=0):
-            run = functools.partial(self.library.launch, expr, grid, block, args, shared_mem, cooperative)
-            self._run(run)
-
-        return launch
-
-    def gemm(self, a, b, out):
-        """out = a @ b."""
-        self._run(functools.partial(np.matmul, a, b, out=out))
-
-    def capture(self, record):
-        """Record what `record()` launches without running it; returns a graph to launch() later."""
-        self._recording = []
-        try:
-            record()
-            return EmulatedGraph(self._recording)
-        finally:
-            self._recording = None
-
-    def _run(self, op):
-        if self._recording is not None:
-            self._recording.append(op)
-        else:
-            op()
 
 
 class CudaDevice:
@@ -148,13 +79,6 @@ class CudaDevice:
         self._capture_stream = None
         self.persistent_error = None  # set if the persistent kernels failed here (chain._persistent_failed)
         self.graphs_enabled = os.environ.get("RNNBACKENDS_CUPY_GRAPHS", "1") not in ("0", "")
-
-    def describe(self):
-        """One line for availability() and the perf report."""
-        name = self.props["name"]
-        name = name.decode() if isinstance(name, bytes) else name
-        return (f"{name} (sm_{self.props['major']}{self.props['minor']}, {self.limits.blocks} SMs, "
-                f"{self.limits.shared_bytes // 1024} KiB shared/block), CuPy {self.cupy.__version__}")
 
     def module(self, filename):
         """The RawModule of one .cu file (compiled by NVRTC on first use, then cached by CuPy on disk)."""
@@ -232,6 +156,8 @@ def get_device():
 
 @functools.cache
 def _emulated():
+    from .emulation import EmulatedDevice
+
     return EmulatedDevice()
 
 

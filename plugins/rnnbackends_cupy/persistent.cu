@@ -53,9 +53,7 @@ __global__ void rnn_forward_persistent(const T* __restrict__ zx,      // (T, B, 
     for (int t = 0; t < steps; ++t) {
         const T* a_prev = t == 0 ? a0 : a + static_cast<long long>(t - 1) * B * H;
         for (int i = tid; i < B * H; i += nthreads) a_s[i] = a_prev[i];
-#ifndef RNNB_DROP_STAGE_BARRIER  // tests/test_cupy_emulator.py drops it to show the emulator notices
         __syncthreads();
-#endif
         for (int item = warp; item < items; item += nwarps) {
             const int jj = item % nj, b0 = (item / nj) * ROWS;
             T acc[ROWS];
@@ -68,11 +66,7 @@ __global__ void rnn_forward_persistent(const T* __restrict__ zx,      // (T, B, 
                 }
             }
         }
-#ifndef RNNB_DROP_GRID_SYNC
         rnnb::grid_sync();  // A_t complete in every block before any block reads it
-#else
-        __syncthreads();
-#endif
     }
 }
 RNNB_EXPORT_KERNEL(rnn_forward_persistent)

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from rnnbackends_cupy.emulator import compiler
+from rnnbackends_cupy.emulation import compiler
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no C++ compiler (g++) for the CUDA emulator")
 
@@ -33,7 +33,7 @@ def test_conformance_kit_on_emulated_cupy(path):
 @pytest.fixture(scope="module")
 def emulated():
     from rnnbackends_cupy.backend import CupyBackend
-    from rnnbackends_cupy.device import EmulatedDevice
+    from rnnbackends_cupy.emulation import EmulatedDevice
 
     return CupyBackend(device=EmulatedDevice())
 

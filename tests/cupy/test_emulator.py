@@ -1,13 +1,14 @@
-"""The CUDA kernels on the CPU emulator: each against its NumPy reference, and the emulator's own checks.
+"""The CUDA kernels on the CPU emulator: each A-chain path against the reference chain, and the emulator's checks.
 
-Needs only g++ (skips with the reason otherwise). The emulated device's limits are small (device.py
+Needs only g++ (skips with the reason otherwise). The emulated device's limits are small (emulation
 EMULATED_LIMITS) so these shapes run several blocks and both A-chain paths.
 """
 import numpy as np
 import pytest
 
-from rnnbackends_cupy import chain, reference
-from rnnbackends_cupy.emulator import EmulatorError, compiler
+from rnnbackends import reference
+from rnnbackends_cupy import chain
+from rnnbackends_cupy.emulation import EmulatorError, compiler
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no C++ compiler (g++) for the CUDA emulator")
 
@@ -15,7 +16,7 @@ TOL = {"float32": 2e-5, "float64": 1e-12}
 
 
 def _device(*defines):
-    from rnnbackends_cupy.device import EmulatedDevice
+    from rnnbackends_cupy.emulation import EmulatedDevice
 
     return EmulatedDevice(defines=defines)
 
@@ -29,6 +30,17 @@ def _inputs(T, B, H, dtype, seed=0, lengths=None):
     return zx, a0, w_a, lengths.astype(np.int32)
 
 
+def reference_forward(zx, a0, w_a, lengths, relu):
+    """The reference chain on ZX = X·W_X + b_A -> A (T, B, H)."""
+    bias = np.zeros(zx.shape[2], zx.dtype)                       # b_A is already in ZX
+    return reference.rnn_forward_chain(zx, a0, w_a, bias, lengths.astype(np.int64), "relu" if relu else "tanh")[0]
+
+
+def reference_backward(d_a, d_a_n, a, w_a, lengths, relu):
+    """The reference backward chain -> (dZ (T, B, H), dA_0 (B, H))."""
+    return reference.rnn_backward_chain(d_a, d_a_n, a, w_a, lengths.astype(np.int64), "relu" if relu else "tanh")
+
+
 def _close(got, want, dtype):
     np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype])
 
@@ -36,26 +48,26 @@ def _close(got, want, dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("relu", [0, 1])
 def test_step_kernels_match_reference(dtype, relu):
-    """rnn_forward_step / rnn_backward_step == reference.py, over several blocks (B·H > 256)."""
+    """The graph path (per-step GEMM + rnn_forward_step / rnn_backward_step) == the reference chain, over several
+    blocks of the step kernels (B·H > 256), with NaN in the padding of dL/dA (never read)."""
     dev = _device()
-    B, H, t = 9, 40, 3
-    rng = np.random.default_rng(1)
-    zx_t, r, d_a_t, d_a_n, d_next = (rng.standard_normal((B, H)).astype(dtype) for _ in range(5))
-    lengths = np.array([5, 1, 4, 3, 9, 4, 2, 7, 6], dtype=np.int32)
-    d_a_t[(t >= lengths)] = np.nan  # padding is never read
-    a_t = np.empty((B, H), dtype)
-    dev.kernel("rnn_forward_step", dtype)((2,), (128,), (zx_t, r, lengths, a_t, *map(np.int32, (t, B, H, relu))))
-    _close(a_t, reference.forward_step_reference(zx_t, r, lengths, t, relu), dtype)
-    dz_t = np.empty((B, H), dtype)
-    dev.kernel("rnn_backward_step", dtype)((2,), (128,), (d_a_t, d_a_n, a_t, d_next, lengths, dz_t,
-                                                         *map(np.int32, (t, B, H, relu))))
-    _close(dz_t, reference.backward_step_reference(d_a_t, d_a_n, a_t, d_next, lengths, t, relu), dtype)
+    T, B, H = 9, 9, 40
+    zx, a0, w_a, lengths = _inputs(T, B, H, dtype, seed=1, lengths=[5, 1, 4, 3, 9, 4, 2, 7, 6])
+    a = chain.forward_graph(dev, zx, a0, w_a, lengths, relu)
+    _close(a, reference_forward(zx, a0, w_a, lengths, relu), dtype)
+    rng = np.random.default_rng(2)
+    d_a, d_a_n = rng.standard_normal((T, B, H)).astype(dtype), rng.standard_normal((B, H)).astype(dtype)
+    d_a[np.arange(T)[:, None] >= lengths[None, :]] = np.nan
+    dz, d_a0 = chain.backward_graph(dev, d_a, d_a_n, a, w_a, lengths, relu)
+    want_dz, want_d_a0 = reference_backward(d_a, d_a_n, a, w_a, lengths, relu)
+    _close(dz, want_dz, dtype)
+    _close(d_a0, want_d_a0, dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("B, H", [(1, 1), (3, 8), (5, 33), (4, 64)])
 def test_persistent_kernels_match_reference(dtype, B, H):
-    """rnn_forward_persistent / rnn_backward_persistent == reference.py, on a grid of several blocks."""
+    """rnn_forward_persistent / rnn_backward_persistent == the reference chain, on a grid of several blocks."""
     dev = _device()
     T = 7
     zx, a0, w_a, lengths = _inputs(T, B, H, dtype, lengths=np.minimum(np.arange(B) * 3 + 1, T))
@@ -63,11 +75,11 @@ def test_persistent_kernels_match_reference(dtype, B, H):
     assert path.kind == "persistent" and path.blocks == min(4, H)
     for relu in (0, 1):
         a = chain.forward_persistent(dev, path, zx, a0, w_a, lengths, relu)
-        _close(a, reference.forward_persistent_reference(zx, a0, w_a, lengths, relu), dtype)
+        _close(a, reference_forward(zx, a0, w_a, lengths, relu), dtype)
         rng = np.random.default_rng(2)
         d_a, d_a_n = rng.standard_normal((T, B, H)).astype(dtype), rng.standard_normal((B, H)).astype(dtype)
         dz, d_a0 = chain.backward_persistent(dev, path, d_a, d_a_n, a, w_a, lengths, relu)
-        want_dz, want_d_a0 = reference.backward_persistent_reference(d_a, d_a_n, a, w_a, lengths, relu)
+        want_dz, want_d_a0 = reference_backward(d_a, d_a_n, a, w_a, lengths, relu)
         _close(dz, want_dz, dtype)
         _close(d_a0, want_d_a0, dtype)
 
@@ -84,7 +96,7 @@ def test_graph_path_matches_persistent_path_bit_for_bit_in_float64_reference():
 
 def test_persistent_results_do_not_depend_on_the_interleaving():
     """Different fiber schedules (seeds) give the same bits: the kernels have no races."""
-    from rnnbackends_cupy.emulator import Library, build
+    from rnnbackends_cupy.emulation.library import Library, build
 
     zx, a0, w_a, lengths = _inputs(5, 3, 16, "float32", lengths=[5, 2, 3])
     path = chain.choose_path(3, 16, 4, _device().limits, force="persistent")
@@ -98,13 +110,13 @@ def test_persistent_results_do_not_depend_on_the_interleaving():
     assert all(np.array_equal(results[0], r) for r in results[1:])
 
 
-@pytest.mark.parametrize("macro", ["RNNB_DROP_STAGE_BARRIER", "RNNB_DROP_GRID_SYNC"])
+@pytest.mark.parametrize("macro", ["RNNB_EMULATE_WITHOUT_SYNCTHREADS", "RNNB_EMULATE_WITHOUT_GRID_SYNC"])
 def test_emulator_catches_a_removed_barrier(macro):
-    """persistent.cu compiled without its __syncthreads (or its grid sync) gives wrong answers here."""
+    """persistent.cu emulated without its __syncthreads (or with its grid sync reduced to a block barrier) gives wrong answers."""
     dev = _device(macro)
     zx, a0, w_a, lengths = _inputs(6, 3, 16, "float64", lengths=[6, 2, 5])
     path = chain.choose_path(3, 16, 8, dev.limits, force="persistent")
-    want = reference.forward_persistent_reference(zx, a0, w_a, lengths, 0)
+    want = reference_forward(zx, a0, w_a, lengths, 0)
     wrong = 0
     for _ in range(3):  # three launches, three interleavings
         a = chain.forward_persistent(dev, path, zx, a0, w_a, lengths, 0)
@@ -167,7 +179,7 @@ def test_launch_errors_are_clear():
 
 def test_path_choice_by_shape_and_limits():
     """Small B and on-chip W_A slices: persistent; large B, too little shared memory or no coop: graph."""
-    from rnnbackends_cupy.device import EMULATED_LIMITS as lim
+    from rnnbackends_cupy.emulation import EMULATED_LIMITS as lim
 
     assert chain.choose_path(4, 16, 8, lim, force="auto").kind == "persistent"
     assert chain.choose_path(5, 16, 8, lim, force="auto").kind == "graph"
@@ -191,4 +203,4 @@ def test_graph_plans_are_reused():
     assert plan.graph is not None and len(plan.graph.ops) == 2 * 4  # T × (GEMM + kernel)
     again = chain.forward_graph(dev, zx * 0.5, a0, w_a, lengths, 0)
     assert len(chain._plans) == 1 and not np.array_equal(first, again)
-    _close(again, reference.forward_persistent_reference(zx * 0.5, a0, w_a, lengths, 0), "float32")
+    _close(again, reference_forward(zx * 0.5, a0, w_a, lengths, 0), "float32")

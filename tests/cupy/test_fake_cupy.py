@@ -12,13 +12,13 @@ import types
 import numpy as np
 import pytest
 
-from rnnbackends_cupy.emulator import compiler
+from rnnbackends_cupy.emulation import compiler
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no C++ compiler (g++) for the CUDA emulator")
 
 
 def _fake_cupy(calls):
-    from rnnbackends_cupy.emulator import library
+    from rnnbackends_cupy.emulation import library
 
     lib = library(())
     cp = types.ModuleType("cupy")

@@ -1,4 +1,4 @@
-"""The CPU emulator for our CUDA kernels: g++ builds the .cu files with emulator.cpp, ctypes launches them.
+"""The emulator library: g++ builds the backend's .cu files with emulator.cpp, ctypes launches them.
 
 The library is cached by a hash of the sources, flags and compiler under $RNNBACKENDS_CACHE_DIR or
 ~/.cache/rnnbackends/emulator (a temp dir if that is not writable). Launches take the same arguments as a
@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-KERNEL_SOURCES = ("persistent.cu", "step.cu", "selftest.cu")
-RUNTIME_SOURCES = ("emulator.cpp",)
-HEADERS = ("cuda_compat.cuh", "rnn_math.cuh")
+KERNELS = HERE.parent                      # the backend's own .cu files and headers
+KERNEL_SOURCES = (KERNELS / "persistent.cu", KERNELS / "step.cu", HERE / "selftest.cu")
+RUNTIME_SOURCES = (HERE / "emulator.cpp",)
+HEADERS = (KERNELS / "cuda_compat.cuh", KERNELS / "rnn_math.cuh", HERE / "cuda_emulated.cuh")
 CXXFLAGS = ("-std=c++20", "-O2", "-fPIC", "-shared", "-U_FORTIFY_SOURCE", "-fno-strict-aliasing")
 
 
@@ -60,15 +61,15 @@ def build(defines=()) -> Path:
         raise EmulatorError("no C++ compiler (g++) found: the CUDA emulator needs one ($CXX to choose)")
     flags = list(CXXFLAGS) + [f"-D{d}" for d in defines]
     digest = hashlib.sha256()
-    for name in HEADERS + KERNEL_SOURCES + RUNTIME_SOURCES:
-        digest.update(name.encode() + b"\0" + (HERE / name).read_bytes())
+    for path in HEADERS + KERNEL_SOURCES + RUNTIME_SOURCES:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     digest.update(" ".join(flags).encode() + _compiler_version(cxx).encode())
     out = _cache_dir() / f"rnnb_emulator_{digest.hexdigest()[:20]}.so"
     if out.exists():
         return out
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    cmd = [cxx, *flags, f"-I{HERE}", "-o", str(tmp), "-x", "c++",
-           *[str(HERE / s) for s in KERNEL_SOURCES + RUNTIME_SOURCES]]
+    cmd = [cxx, *flags, f"-I{KERNELS}", "-o", str(tmp), "-x", "c++",
+           *[str(s) for s in KERNEL_SOURCES + RUNTIME_SOURCES]]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise EmulatorError(f"building the CUDA emulator failed:\n{' '.join(cmd)}\n{proc.stderr[-4000:]}")
