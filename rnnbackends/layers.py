@@ -335,6 +335,3 @@ class Linear(Layer):
     def backward(self, d_y):
         """dL/dz = dL/dy."""
         return d_y
-
-
-ACTIVATIONS = {"sigmoid": Sigmoid, "softmax": Softmax, "linear": Linear}

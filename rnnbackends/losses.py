@@ -43,7 +43,3 @@ def mean_squared_error(predictions, targets, mask=None):
     weights = _mask_weights(xp, mask, predictions.shape, predictions.dtype)
     error = predictions - targets
     return float((error * error * weights).sum()), 2.0 * error * weights
-
-
-LOSSES = {"binary_cross_entropy": binary_cross_entropy, "categorical_cross_entropy": categorical_cross_entropy,
-          "mse": mean_squared_error}

@@ -123,6 +123,3 @@ class Adam(Optimizer):
         if self.weight_decay:
             param -= self.lr * self.weight_decay * param
         param -= self.lr * m_hat / (array_module(param).sqrt(v_hat) + self.eps)
-
-
-OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam}
