@@ -5,8 +5,8 @@ import sys
 
 import numpy as np
 import pytest
-
 import rnnbackends_numba.backend as numba_backend
+
 from rnnbackends.testing import make_case
 
 kernels = pytest.importorskip("rnnbackends_numba.kernels", reason="numba is not installed")

@@ -1,8 +1,8 @@
 """The numba backend against torch.nn.RNN with packed sequences, on each of its kernel paths: A and every gradient."""
 import numpy as np
 import pytest
-
 import rnnbackends_numba.backend as numba_backend
+
 from rnnbackends.interop import from_torch_rnn_params, to_torch_rnn_params
 from rnnbackends.testing import make_case, tolerance
 

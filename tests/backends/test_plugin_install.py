@@ -14,7 +14,7 @@ def run(args, env, cwd):
 
 
 def test_pip_installed_third_party_plugins(tmp_path):
-    """pip install a throwaway distribution with two working plugins (one a two-method chain backend), a broken and an old-API one."""
+    """pip install a throwaway project: two working plugins (one a two-method chain backend), a broken, an old-API."""
     project = write_project(tmp_path / "project")
     target = tmp_path / "site"
     pip = run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",

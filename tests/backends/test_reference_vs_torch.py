@@ -1,11 +1,12 @@
 """The NumPy reference against torch.nn.RNN with packed sequences: forward and every gradient."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rnnbackends.interop import from_torch_rnn_params, to_torch_rnn_params
-from rnnbackends.testing import make_case
 from rnnbackends.reference import ReferenceBackend
+from rnnbackends.testing import make_case
 
 torch = pytest.importorskip("torch", reason="PyTorch parity tests need torch (pip install torch==2.13.0)")
 

@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from rnnbackends_cupy.emulation import compiler
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no C++ compiler (g++) for the CUDA emulator")

@@ -5,10 +5,10 @@ EMULATED_LIMITS) so these shapes run several blocks and both A-chain paths.
 """
 import numpy as np
 import pytest
-
-from rnnbackends import reference
 from rnnbackends_cupy import chain
 from rnnbackends_cupy.emulation import EmulatorError, compiler
+
+from rnnbackends import reference
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no C++ compiler (g++) for the CUDA emulator")
 
@@ -112,7 +112,7 @@ def test_persistent_results_do_not_depend_on_the_interleaving():
 
 @pytest.mark.parametrize("macro", ["RNNB_EMULATE_WITHOUT_SYNCTHREADS", "RNNB_EMULATE_WITHOUT_GRID_SYNC"])
 def test_emulator_catches_a_removed_barrier(macro):
-    """persistent.cu emulated without its __syncthreads (or with its grid sync reduced to a block barrier) gives wrong answers."""
+    """persistent.cu emulated without its __syncthreads, or with its grid sync reduced to a block barrier, is wrong."""
     dev = _device(macro)
     zx, a0, w_a, lengths = _inputs(6, 3, 16, "float64", lengths=[6, 2, 5])
     path = chain.choose_path(3, 16, 8, dev.limits, force="persistent")

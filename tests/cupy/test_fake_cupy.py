@@ -11,7 +11,6 @@ import types
 
 import numpy as np
 import pytest
-
 from rnnbackends_cupy.emulation import compiler
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no C++ compiler (g++) for the CUDA emulator")
@@ -139,10 +138,11 @@ def fake(monkeypatch):
                                                 (40, 16, "float32", "graph")])
 def test_cuda_device_host_code(fake, B, H, dtype, kind):
     """CudaDevice + CupyBackend through the fake cupy: right answers, right path, graph captured once."""
-    from rnnbackends.testing import make_case, reference
     from rnnbackends_cupy import chain
     from rnnbackends_cupy.backend import CupyBackend, _availability
     from rnnbackends_cupy.device import CudaDevice, get_device
+
+    from rnnbackends.testing import make_case, reference
 
     ok, reason = _availability()
     assert ok and "Fake H100" in reason
@@ -171,8 +171,9 @@ def test_cuda_device_host_code(fake, B, H, dtype, kind):
 
 def test_shared_memory_opt_in_above_48k(fake):
     """A persistent launch needing > 48 KiB sets max_dynamic_shared_size_bytes first."""
-    from rnnbackends.testing import make_case
     from rnnbackends_cupy.backend import CupyBackend
+
+    from rnnbackends.testing import make_case
 
     be = CupyBackend()
     B, H = 4, 160  # 4 fake SMs: cols = 40, (40·160 + 4·160)·8 B = 55 KiB of float64
@@ -186,9 +187,10 @@ def test_shared_memory_opt_in_above_48k(fake):
 def test_perf_gpu_suite_runs_through_the_runner(fake, tmp_path, monkeypatch):
     """perf/gpu.py end to end at toy sizes: fake cupy (emulated kernels) against torch.nn.RNN on the CPU."""
     pytest.importorskip("torch")
+    from rnnbackends_cupy.backend import CupyBackend
+
     import rnnbackends
     from perf import gpu, runner
-    from rnnbackends_cupy.backend import CupyBackend
 
     be = CupyBackend()
     handle = types.SimpleNamespace(forward_sequence=be.forward_sequence, backward_sequence=be.backward_sequence,

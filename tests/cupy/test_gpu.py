@@ -5,7 +5,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from rnnbackends_cupy.device import emulate_requested
 
 
@@ -44,9 +43,9 @@ def gpu():
 def test_paths_agree_with_reference_at_device_sizes(gpu, dtype, B, H):
     """Both paths (persistent with > 48 KiB shared memory, graph) equal the reference at real sizes."""
     import cupy
+    from rnnbackends_cupy import chain
 
     from rnnbackends.testing import make_case, reference, tolerance
-    from rnnbackends_cupy import chain
 
     T, D = 20, 16
     lengths = np.maximum(1, T - np.arange(B) % T)
@@ -73,9 +72,9 @@ def test_paths_agree_with_reference_at_device_sizes(gpu, dtype, B, H):
 def test_graph_path_is_captured(gpu):
     """The per-step loop runs as a captured CUDA graph (not the eager fallback)."""
     import cupy
+    from rnnbackends_cupy import chain
 
     from rnnbackends.testing import make_case
-    from rnnbackends_cupy import chain
 
     arrays, _ = make_case(10, 64, 8, 128, "float32")
     chain._plans.clear()
@@ -91,9 +90,9 @@ def test_graph_path_is_captured(gpu):
 def test_kernels_match_their_cpu_references_on_device(gpu, dtype):
     """persistent.cu and step.cu on the device == the reference chain (the same checks the emulator runs)."""
     import cupy
+    from rnnbackends_cupy import chain
 
     from rnnbackends import reference
-    from rnnbackends_cupy import chain
 
     T, B, H = 9, 3, 96
     rng = np.random.default_rng(7)

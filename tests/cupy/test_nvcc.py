@@ -8,7 +8,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from rnnbackends_cupy.device import HERE, MODULES, kernel_source
 
 NVCC = shutil.which("nvcc") or (shutil.which("/usr/local/cuda/bin/nvcc"))
