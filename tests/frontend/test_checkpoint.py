@@ -1,6 +1,9 @@
-"""Checkpoints: round trip on every backend, no pickle, atomic replacement, resumable training."""
+"""Checkpoints: round trip on every backend, no pickle, atomic replacement, resumable training, hostile files."""
+import hashlib
+import io
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -103,3 +106,141 @@ def test_resuming_from_a_checkpoint_continues_the_same_run(tmp_path):
     checkpoint.load_optimizer_states(tmp_path, [optimizer], resumed.xp)
     rest = run(resumed, optimizer, meta["epoch"], 6)
     np.testing.assert_allclose([r["loss"] for r in rest], [r["loss"] for r in full[3:]], rtol=1e-12)
+
+
+def saved(tmp_path):
+    """A saved one-model checkpoint folder and its index."""
+    folder = tmp_path / "ckpt"
+    checkpoint.save(folder, classifier(0), {"task": "demo", "vocabulary": ["<pad>", "<unk>"]})
+    return folder, json.loads((folder / checkpoint.INDEX).read_text())
+
+
+def rewrite(folder, index, payload=None):
+    """Write ``index`` (and new weights ``payload``) as a careful forger would: hash, file name and checksum fixed."""
+    if payload is not None:
+        for old in folder.glob("weights-*.npz"):
+            old.unlink()
+        index["sha256"] = hashlib.sha256(payload).hexdigest()
+        index["weights"] = f"weights-{index['sha256'][:16]}.npz"
+        (folder / index["weights"]).write_bytes(payload)
+    if isinstance(index, dict):
+        index["checksum"] = checkpoint.checksum(index)
+    (folder / checkpoint.INDEX).write_text(json.dumps(index))
+
+
+def npz_bytes(arrays):
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def refused(folder, match, **kwargs):
+    """Loading ``folder`` raises one ValueError line matching ``match``."""
+    with pytest.raises(ValueError, match=match) as error:
+        checkpoint.load(folder, **kwargs)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["/dev/zero", "../../x.npz", "/etc/hostname", "sub/weights-0123456789abcdef.npz",
+                                  "weights-0123456789abcdef.npz\x00", 12, None])
+def test_the_weights_entry_must_be_a_bare_file_name_in_the_folder(tmp_path, name):
+    folder, index = saved(tmp_path)
+    index["weights"] = name
+    rewrite(folder, index)
+    refused(folder, "'weights'")
+
+
+def test_a_weights_symlink_out_of_the_folder_or_a_fifo_is_refused_without_reading_it(tmp_path):
+    folder, index = saved(tmp_path)
+    weights = folder / index["weights"]
+    weights.unlink()
+    weights.symlink_to("/dev/zero")
+    refused(folder, "points outside the checkpoint folder")
+    weights.unlink()
+    os.mkfifo(weights)                                           # opening it for reading would block
+    refused(folder, "not a regular file")
+    weights.unlink()
+    (folder / "real.npz").write_bytes(b"x")
+    weights.symlink_to("real.npz")                               # a symlink inside the folder is fine to follow
+    refused(folder, "do not match the hash")
+
+
+def test_an_oversized_weights_file_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    folder, _ = saved(tmp_path)
+    monkeypatch.setattr(checkpoint, "MAX_WEIGHTS_BYTES", 1000)
+    refused(folder, "more than a checkpoint holds")
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda index: [index], "a JSON list, not an object"),
+    (lambda index: {k: v for k, v in index.items() if k != "weights"}, "'weights' is missing"),
+    (lambda index: {k: v for k, v in index.items() if k != "meta"}, "'meta' is missing"),
+    (lambda index: {**index, "meta": ["task", "demo"]}, "'meta' is not a dict"),
+    (lambda index: {**index, "version": 1}, "version 1, this rnnbackends reads version 2"),
+    (lambda index: {**index, "models": [{**index["models"][0], "dtype": "int8"}]}, "dtype"),
+    (lambda index: {**index, "models": [{**index["models"][0], "class": "Unpickler"}]}, "unknown model class"),
+])
+def test_malformed_indexes_are_one_clear_line(tmp_path, edit, match):
+    folder, index = saved(tmp_path)
+    rewrite(folder, edit(index))
+    refused(folder, match)
+
+
+def test_a_relabelled_task_is_caught_by_the_checksum_or_by_the_loading_task(tmp_path):
+    folder, index = saved(tmp_path)
+    text = (folder / checkpoint.INDEX).read_text().replace('"task": "demo"', '"task": "translation"')
+    (folder / checkpoint.INDEX).write_text(text)                 # a hand edit
+    refused(folder, "edited after it was saved")
+    index["meta"]["task"] = "translation"
+    rewrite(folder, index)                                        # a forger who recomputes the checksum
+    refused(folder, "holds a SequenceClassifier, not a EncoderDecoder", task="translation", classes=("EncoderDecoder",))
+    refused(folder, "a checkpoint of 'translation', not of the textgen task", task="textgen")
+
+
+def test_truncated_weights_with_a_fixed_up_hash_are_refused(tmp_path):
+    folder, index = saved(tmp_path)
+    payload = (folder / index["weights"]).read_bytes()
+    for cut in (10, len(payload) // 2, len(payload) - 30):
+        rewrite(folder, dict(index), payload[:cut])
+        refused(folder, "not a readable .npz|not a weights file")
+
+
+def test_weights_must_be_float_arrays_of_the_configs_shapes(tmp_path):
+    folder, index = saved(tmp_path)
+    arrays = checkpoint.read(folder)[1]
+    as_int8 = {k: v.astype(np.int8) for k, v in arrays.items()}
+    rewrite(folder, dict(index), npz_bytes(as_int8))
+    refused(folder, "int8, not float32 or float64")
+    name = next(k for k, v in arrays.items() if v.ndim == 2 and v.shape[0] != v.shape[1])
+    rewrite(folder, dict(index), npz_bytes({**arrays, name: np.ascontiguousarray(arrays[name].T)}))
+    refused(folder, "has shape .* its config needs")
+    rewrite(folder, dict(index), npz_bytes({k: v for k, v in arrays.items() if k != name}))
+    refused(folder, "do not fit its config")
+    compressed = io.BytesIO()
+    np.savez_compressed(compressed, **arrays)                    # a zip bomb would hide in compression
+    rewrite(folder, dict(index), compressed.getvalue())
+    refused(folder, "not a stored .npy array")
+
+
+@pytest.mark.parametrize("key, value, match", [("hidden_size", 10**12, "larger than any saved array allows"),
+                                               ("hidden_size", 6, "has shape"),
+                                               ("hidden_size", "5", "cannot be built"),
+                                               ("rm_rf", 1, "has no setting 'rm_rf'"),
+                                               ("pooling", ["mean"], "not a number or text")])
+def test_configs_are_checked_before_a_model_is_built(tmp_path, key, value, match):
+    folder, index = saved(tmp_path)
+    index["models"][0]["config"][key] = value
+    rewrite(folder, index)
+    refused(folder, match)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_checkpoint_files_get_the_users_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        checkpoint.save(tmp_path, classifier(0), {"task": "demo"})
+        files.write_atomically(tmp_path / "metrics.json", "{}\n")
+    finally:
+        os.umask(previous)
+    for path in tmp_path.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
