@@ -165,7 +165,8 @@ def read(directory):
     directory = Path(directory)
     index_path = directory / INDEX
     if not index_path.is_file():
-        raise ValueError(f"{directory}: not a checkpoint (no {INDEX}); save one with 'rnnbackends train ... --save DIR'")
+        raise ValueError(f"{directory}: not a checkpoint (no {INDEX}); save one with 'rnnbackends train ... "
+                         "--save DIR'")
     try:
         index = json.loads(read_inside(directory, INDEX, MAX_INDEX_BYTES).decode("utf-8"))
     except UnicodeDecodeError:
@@ -187,6 +188,15 @@ def read(directory):
             param = f"model{match[2]}/{match[3].rsplit('/', 1)[0]}"
             if param not in arrays or arrays[param].shape != value.shape:
                 raise ValueError(f"{weights_path}: optimiser array {name!r} matches no parameter of model {match[2]}")
+    for i in range(len(index["optimizers"])):                           # every parameter has the same slots, or none
+        slots = {}
+        for name in arrays:
+            if name.startswith(f"optimizer{i}/"):
+                param, slot = name[len(f"optimizer{i}/"):].rsplit("/", 1)
+                slots.setdefault(param, set()).add(slot)
+        params = {name[len(f"model{i}/"):] for name in arrays if name.startswith(f"model{i}/")}
+        if slots and (set(slots) != params or len({frozenset(s) for s in slots.values()}) != 1):
+            raise ValueError(f"{weights_path}: the state of optimiser {i} does not cover every parameter of model {i}")
     return index, arrays
 
 
@@ -202,8 +212,9 @@ def build(described, arrays, i, backend, where):
     own = [v for k, v in arrays.items() if k.startswith(f"model{i}/")]
     largest = max([len(own), *(d for v in own for d in v.shape)])    # no size in a config exceeds a saved one
     for key, value in config.items():
-        if type(value) is int and value > largest:
-            raise ValueError(f"{where}: models[{i}].config.{key} = {value} is larger than any saved array allows")
+        if type(value) is int and not 0 <= value <= largest:
+            raise ValueError(f"{where}: models[{i}].config.{key} = {value} is negative or larger than any saved "
+                             "array allows")
     try:
         return model_classes.build_model(name, config, backend=backend, dtype=described["dtype"])
     except Exception as exc:                                           # noqa: BLE001 - untrusted config
@@ -228,8 +239,9 @@ def load(directory, backend=None, task=None, classes=None):
         saved = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
         expected = {k: v.shape for k, v in model.state_dict().items()}
         if set(saved) != set(expected):
-            raise ValueError(f"{where}: the weights of models[{i}] do not fit its config: missing "
-                             f"{sorted(set(expected) - set(saved))[:4]}, unexpected {sorted(set(saved) - set(expected))[:4]}")
+            missing, unexpected = sorted(set(expected) - set(saved))[:4], sorted(set(saved) - set(expected))[:4]
+            raise ValueError(f"{where}: the weights of models[{i}] do not fit its config: missing {missing}, "
+                             f"unexpected {unexpected}")
         for key, shape in expected.items():
             if saved[key].shape != shape:
                 raise ValueError(f"{where}: models[{i}] {key} has shape {saved[key].shape}; its config needs {shape}")
@@ -242,9 +254,9 @@ def load(directory, backend=None, task=None, classes=None):
 def load_optimizer_states(directory, optimizers, xp):
     """Restore the saved states into ``optimizers`` (the same classes, in the same order) for resuming."""
     index, arrays = read(directory)
-    for i, (saved, optimizer) in enumerate(zip(index["optimizers"], optimizers)):
+    for i, (saved, optimizer) in enumerate(zip(index["optimizers"], optimizers, strict=False)):
         if saved["class"] != type(optimizer).__name__:
             raise ValueError(f"checkpoint optimiser {i} is {saved['class']}, not {type(optimizer).__name__}")
         prefix = f"optimizer{i}/"
-        optimizer.load_state_dict({"iterations": saved["iterations"],
-                                   "arrays": {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}}, xp)
+        state = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        optimizer.load_state_dict({"iterations": saved["iterations"], "arrays": state}, xp)
