@@ -33,12 +33,17 @@ def sample_token(logits, temperature=1.0, top_k=None, rng=None):
     return int(rng.choice(len(p), p=p / p.sum()))
 
 
-def sample_sequence(step, state, first_token, length, temperature=1.0, top_k=None, rng=None, end_id=None):
-    """Feed each sampled id back in: ``length`` ids after ``first_token`` (stops early at ``end_id``)."""
+def sample_sequence(step, state, first_token, length, temperature=1.0, top_k=None, rng=None, end_id=None,
+                    banned=()):
+    """Feed each sampled id back in: ``length`` ids after ``first_token`` (stops early at ``end_id``); ids in
+    ``banned`` are never sampled."""
     generated, token = [], first_token
+    banned = [int(i) for i in banned]
     for _ in range(length):
         logits, state = step(np.array([token]), state)                     # (1, V)
-        token = sample_token(logits[0], temperature, top_k, rng)
+        logits = np.asarray(logits[0], dtype=np.float64)
+        logits[banned] = -np.inf
+        token = sample_token(logits, temperature, top_k, rng)
         if token == end_id:
             break
         generated.append(token)

@@ -216,14 +216,15 @@ class LanguageModel(Model):
         a = self.rnn.forward(self.encoder.forward(np.asarray(tokens, dtype=np.int64)[None]), None, a0)  # (1, B, H)
         return to_host(self.output.forward(a)[0]), to_host(self.rnn.a_n)
 
-    def generate(self, prime_ids, length, temperature=1.0, top_k=None, rng=None, end_id=None):
-        """``length`` ids sampled after ``prime_ids`` (a non-empty list): greedy at temperature 0, else top-k sampling."""
+    def generate(self, prime_ids, length, temperature=1.0, top_k=None, rng=None, end_id=None, banned=()):
+        """``length`` ids sampled after ``prime_ids`` (a non-empty list): greedy at temperature 0, else top-k
+        sampling; ids in ``banned`` (e.g. padding and unknown) are never produced."""
         self.eval()
         state = None
         if len(prime_ids) > 1:                                                    # read the prime in one pass
             self.rnn.forward(self.encoder.forward(np.asarray(prime_ids[:-1], dtype=np.int64)[:, None]))
             state = to_host(self.rnn.a_n)                                         # (layers, 1, H)
-        return sample_sequence(self.step, state, prime_ids[-1], length, temperature, top_k, rng, end_id)
+        return sample_sequence(self.step, state, prime_ids[-1], length, temperature, top_k, rng, end_id, banned)
 
 
 class EncoderDecoder(Model):

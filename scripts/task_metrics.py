@@ -1,11 +1,11 @@
 """Re-run the sequence tasks (tagging, textgen, translation) and write their metrics table and examples.
 
-    python scripts/task_metrics.py --backend numba --out runs/tasks --readme README.md
+    python scripts/task_metrics.py --backend numba --out runs/tasks --page docs/tasks/index.md
 
 Each task trains with its defaults and seed 0, saves its checkpoint to OUT/TASK, and writes OUT/TASK.json (the
 ``--metrics-out`` record plus details, examples and the training time). The Markdown table and the examples go to
-OUT/tasks.md and, with ``--readme``, between the ``<!-- seqtasks:begin -->`` and ``<!-- seqtasks:end -->`` markers
-of the README. ``--tasks`` re-runs only some tasks; the table is built from every OUT/TASK.json present.
+OUT/tasks.md and, with ``--page FILE.md``, between the ``<!-- seqtasks:begin -->`` and ``<!-- seqtasks:end -->``
+markers of that page. ``--tasks`` re-runs only some tasks; the table is built from every OUT/TASK.json present.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import platform
 import sys
 from pathlib import Path
 
-from rnnbackends.commands import one_blas_thread
+from rnnbackends.cli.common import one_blas_thread
 from rnnbackends.files import write_atomically
 from rnnbackends.tasks import get_task
 
@@ -79,38 +79,50 @@ def markdown(records):
 
 def write_readme(readme, text):
     """Replace what lies between the markers of ``readme`` with ``text``."""
+    if not readme.is_file():
+        raise ValueError(f"--page {readme}: no such file")
     content = readme.read_text(encoding="utf-8")
     if BEGIN not in content or END not in content:
-        raise SystemExit(f"{readme}: no {BEGIN} ... {END} markers to write between")
+        raise ValueError(f"{readme}: no {BEGIN} ... {END} markers to write between")
     head, rest = content.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     write_atomically(readme, f"{head}{BEGIN}\n{text}{END}{tail}")
 
 
 def main(argv=None):
-    """Parse the options, re-run the chosen tasks, write the table."""
+    """Parse the options, re-run the chosen tasks, write the table; bad input is one line and exit status 2."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="tasks to re-run")
     parser.add_argument("--backend", help="backend name (default: selected as usual)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/tasks"), help="checkpoints and JSON records")
-    parser.add_argument("--readme", type=Path, help="write the table between the README's seqtasks markers")
+    parser.add_argument("--page", "--readme", dest="page", type=Path,
+                        help="write the table between the seqtasks markers of this Markdown page")
     parser.add_argument("--table-only", action="store_true", help="re-render from OUT/*.json without training")
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    if not args.table_only:
-        for task in args.tasks:
-            record = run(task, args.backend, args.out, args.seed)
-            print(f"{task}: {record['metric']} {record['value']:.4f} vs baseline {record['baseline']:.4f} "
-                  f"in {record['seconds']:.0f} s", file=sys.stderr)
-    records = [json.loads((args.out / f"{t}.json").read_text(encoding="utf-8")) for t in TASKS
-               if (args.out / f"{t}.json").is_file()]
-    text = markdown(records)
-    write_atomically(args.out / "tasks.md", text)
-    if args.readme:
-        write_readme(args.readme, text)
+    try:
+        if args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"--out {args.out}: is a file; give a folder")
+        if args.page is not None and not args.page.is_file():
+            raise ValueError(f"--page {args.page}: no such file")
+        args.out.mkdir(parents=True, exist_ok=True)
+        if not args.table_only:
+            for task in args.tasks:
+                record = run(task, args.backend, args.out, args.seed)
+                print(f"{task}: {record['metric']} {record['value']:.4f} vs baseline {record['baseline']:.4f} "
+                      f"in {record['seconds']:.0f} s", file=sys.stderr)
+        records = [json.loads((args.out / f"{t}.json").read_text(encoding="utf-8")) for t in TASKS
+                   if (args.out / f"{t}.json").is_file()]
+        text = markdown(records)
+        write_atomically(args.out / "tasks.md", text)
+        if args.page:
+            write_readme(args.page, text)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"task_metrics: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     print(text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

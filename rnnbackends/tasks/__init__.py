@@ -45,7 +45,7 @@ class TaskResult:
 
 
 def get_task(name):
-    """The module of task ``name``."""
+    """Task ``name``: the ``TASK`` of module ``rnnbackends.tasks.<name>`` (see ``rnnbackends.tasks.base``)."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
-    return importlib.import_module(f"{__name__}.{name}")
+    return importlib.import_module(f"{__name__}.{name}").TASK

@@ -3,19 +3,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from .. import checkpoint
 from ..data import Batch, Tokenizer, Vocabulary, bucketed_minibatches, minibatches, pad_batch
+from ..datasets import default_data, read_text
 from ..layers import to_host
 from ..losses import binary_cross_entropy
 from ..models import SequenceClassifier
 from ..optimizers import Adam
-from ..training import fit
+from ..training import Member, fingerprint, train_members
 from . import TaskResult
-
-BUNDLED = Path(__file__).resolve().parent.parent / "datasets" / "sentiment"
+from .base import Data, Task
 SPLIT_SEED = 20150810          # fixed: the split never depends on --seed (KDD 2015, the dataset's paper)
 EXAMPLES = ["Good, cheap food!", "The battery died after two days and support never answered.",
             "Not bad at all, I would watch it again.", "Worst purchase ever."]
@@ -32,8 +33,7 @@ def read_labelled_sentences(path):
         raise ValueError(f"{path}: no *_labelled.txt files in this folder")
     sentences, labels = [], []
     for file in files:
-        with open(file, encoding="utf-8", newline="") as f:
-            text = f.read()
+        text = read_text(file)
         for number, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
@@ -128,49 +128,94 @@ def probabilities(models, ids, indices, batch_size=256):
     return total / len(models)
 
 
-def train(data=None, backend=None, epochs=None, seed=0, save=None, progress=True, log=None):
-    """Train the sentiment classifier; returns a TaskResult with test accuracy against both baselines."""
-    started = time.perf_counter()
-    sentences, labels = read_labelled_sentences(data or BUNDLED)
+def prepare(data):
+    """Sentences, labels, the fixed split, the training part's vocabulary and every sentence's ids."""
+    sentences, labels = read_labelled_sentences(data or default_data("sentiment"))
     tokenizer = Tokenizer("word")
     tokens = [tokenizer(s) for s in sentences]
     train_idx, val_idx, test_idx = split(len(sentences))
     vocabulary = Vocabulary.build([tokens[i] for i in train_idx])
-    ids = [vocabulary.encode(t) for t in tokens]
-    base = baselines(tokens, labels, train_idx, val_idx, test_idx, vocabulary)
-    epochs = TRAINING["epochs"] if epochs is None else epochs
-    models, histories = [], []
-    for member in range(TRAINING["ensemble"]):
-        model = SequenceClassifier(len(vocabulary), 2, **HYPERPARAMETERS, backend=backend,
-                                   seed=seed * 1000 + member)
-        rng = np.random.default_rng(seed * 1000 + member)
+    return SimpleNamespace(sentences=sentences, labels=labels, tokenizer=tokenizer, tokens=tokens, train=train_idx,
+                           val=val_idx, test=test_idx, vocabulary=vocabulary,
+                           ids=[vocabulary.encode(t) for t in tokens])
+
+
+class Sentiment(Task):
+    """Many-to-one: a sentence's words -> positive or negative."""
+
+    name = "sentiment"
+    summary = "many-to-one sentence sentiment (UCI yelp+amazon+imdb) -> test accuracy"
+    data = Data("UCI Sentiment Labelled Sentences, yelp + amazon + imdb, 3,000 sentences",
+                "a 'sentence<TAB>label' file or a folder of *_labelled.txt files",
+                lambda: default_data("sentiment"), kind="file or folder")
+    metric = "test accuracy"
+    higher_is_better = True
+    baselines = ("majority class", "bag-of-words logistic regression")
+
+    def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
+              log=None):
+        """Train an ensemble of classifiers; returns a TaskResult with test accuracy against both baselines."""
+        started = time.perf_counter()
+        d = prepare(data)
+        epochs = TRAINING["epochs"] if epochs is None else epochs
+        members = []
+        for member in range(TRAINING["ensemble"]):
+            model = SequenceClassifier(len(d.vocabulary), 2, **HYPERPARAMETERS, backend=backend,
+                                       seed=seed * 1000 + member)
+            rng = np.random.default_rng(seed * 1000 + member)
+            members.append(Member(model, Adam(TRAINING["lr"]), lambda epoch, rng=rng: batches_of(
+                d.ids, d.labels, d.train, TRAINING["batch_size"], rng), rngs=[rng]))
 
         def validate(m):
             """Validation loss and accuracy of one ensemble member."""
-            p = probabilities([m], ids, val_idx)
-            y = labels[val_idx]
+            p = probabilities([m], d.ids, d.val)
+            y = d.labels[d.val]
             loss = -np.mean(y * np.log(p + 1e-12) + (1 - y) * np.log(1 - p + 1e-12))
             return {"val_loss": float(loss), "val_accuracy": float(((p > 0.5) == y).mean())}
 
-        history = fit(model, binary_cross_entropy, Adam(TRAINING["lr"]),
-                      lambda epoch: batches_of(ids, labels, train_idx, TRAINING["batch_size"], rng),
-                      epochs=epochs, validate=validate, monitor="val_loss", patience=TRAINING["patience"],
-                      clip_norm=TRAINING["clip_norm"], progress=progress, log=log,
-                      description=f"sentiment model {member + 1}/{TRAINING['ensemble']}")
-        models.append(model)
-        histories.append(history)
-    test_p = probabilities(models, ids, test_idx)
-    accuracy = float(((test_p > 0.5) == labels[test_idx]).mean())
-    examples = [(s, float(p)) for s, p in zip(EXAMPLES, predict_probabilities(models, tokenizer, vocabulary, EXAMPLES))]
-    if save:
-        checkpoint.save(save, models, {"task": "sentiment", "tokenizer": tokenizer.config(),
-                                       "vocabulary": vocabulary.tokens, "test_accuracy": accuracy})
-    return TaskResult(task="sentiment", backend=models[0].backend.name, metric="test accuracy", value=accuracy,
-                      baselines={"majority class": base["majority"], "bag-of-words logistic regression": base["bow_logreg"]},
-                      higher_is_better=True, histories=histories, seconds=time.perf_counter() - started,
-                      details={"train": len(train_idx), "validation": len(val_idx), "test": len(test_idx),
-                               "vocabulary": len(vocabulary), "ensemble": len(models)},
-                      examples=[f"{p:.2f} {'positive' if p > 0.5 else 'negative'}  {s}" for s, p in examples])
+        meta = {"task": self.name, "tokenizer": d.tokenizer.config(), "vocabulary": d.vocabulary.tokens}
+        run = train_members(members, binary_cross_entropy, validate, epochs=epochs, meta=meta, save=save,
+                            resume=resume, data_fingerprint=fingerprint(d.sentences, d.labels, d.vocabulary.tokens, seed),
+                            patience=TRAINING["patience"], clip_norm=TRAINING["clip_norm"], progress=progress,
+                            log=log, description="sentiment")
+        result = self.score(run.models, d, run.histories, started)
+        if save:
+            checkpoint.save(save, run.models, {**meta, "test_accuracy": result.value})
+        return result
+
+    def score(self, models, d, histories, started):
+        """The TaskResult of ``models`` on the test part of the prepared data ``d``."""
+        test_p = probabilities(models, d.ids, d.test)
+        accuracy = float(((test_p > 0.5) == d.labels[d.test]).mean())
+        base = baselines(d.tokens, d.labels, d.train, d.val, d.test, d.vocabulary)
+        examples = predict_probabilities(models, d.tokenizer, d.vocabulary, EXAMPLES)
+        return TaskResult(task=self.name, backend=models[0].backend.name, metric=self.metric, value=accuracy,
+                          baselines={"majority class": base["majority"],
+                                     "bag-of-words logistic regression": base["bow_logreg"]},
+                          higher_is_better=True, histories=histories, seconds=time.perf_counter() - started,
+                          details={"train": len(d.train), "validation": len(d.val), "test": len(d.test),
+                                   "vocabulary": len(d.vocabulary), "ensemble": len(models)},
+                          examples=[f"{p:.2f} {'positive' if p > 0.5 else 'negative'}  {s}"
+                                    for s, p in zip(EXAMPLES, examples)])
+
+    def evaluate(self, directory, data=None, *, backend=None):
+        """Test accuracy of a saved ensemble on the split of ``data`` (encoded with the checkpoint's vocabulary)."""
+        started = time.perf_counter()
+        models, meta = checkpoint.load(directory, backend)
+        d = prepare(data)
+        d.tokenizer, saved = Tokenizer(**meta["tokenizer"]), Vocabulary(meta["vocabulary"])
+        d.ids = [saved.encode(t) for t in d.tokens]
+        result = self.score(models, d, [], started)
+        result.examples = [f"{p:.2f} {'positive' if p > 0.5 else 'negative'}  {s}" for s, p in
+                           zip(EXAMPLES, predict_probabilities(models, d.tokenizer, saved, EXAMPLES))]
+        return result
+
+    def predict(self, directory, lines, *, backend=None):
+        """One ``label<TAB>P(positive)`` line per input line, from a saved sentiment checkpoint."""
+        models, meta = checkpoint.load(directory, backend)
+        tokenizer, vocabulary = Tokenizer(**meta["tokenizer"]), Vocabulary(meta["vocabulary"])
+        p = predict_probabilities(models, tokenizer, vocabulary, lines)
+        return [f"{'positive' if q > 0.5 else 'negative'}\t{q:.4f}" for q in p]
 
 
 def predict_probabilities(models, tokenizer, vocabulary, texts):
@@ -179,9 +224,4 @@ def predict_probabilities(models, tokenizer, vocabulary, texts):
     return probabilities(models, ids, np.arange(len(texts)))
 
 
-def predict(directory, lines, backend=None):
-    """One ``label<TAB>P(positive)`` line per input line, from a saved sentiment checkpoint."""
-    models, meta = checkpoint.load(directory, backend)
-    tokenizer, vocabulary = Tokenizer(**meta["tokenizer"]), Vocabulary(meta["vocabulary"])
-    p = predict_probabilities(models, tokenizer, vocabulary, lines)
-    return [f"{'positive' if q > 0.5 else 'negative'}\t{q:.4f}" for q in p]
+TASK = Sentiment()

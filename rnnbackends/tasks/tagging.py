@@ -5,6 +5,7 @@ import io
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import conllu
 import numpy as np
@@ -16,8 +17,9 @@ from ..layers import to_host
 from ..losses import categorical_cross_entropy
 from ..models import FeatureTagger
 from ..optimizers import Adam
+from ..training import Member, epoch_rng, fingerprint, train_members
 from . import TaskResult
-from .runs import epoch_rng, train_resumable
+from .base import Data, Task
 
 UPOS = ["ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT",
         "SCONJ", "SYM", "VERB", "X"]                                       # the 17 universal tags
@@ -134,58 +136,96 @@ def accuracies(predicted, gold, oov):
     return float(correct.mean()), float(correct[oov].mean())
 
 
-def train(data=None, backend=None, epochs=None, seed=0, save=None, progress=True, log=None, resume=False):
-    """Train the feature tagger on train, select on dev, report test accuracy (all and OOV) against the baseline."""
-    started = time.perf_counter()
-    train_s, dev_s, test_s = (read_conllu(f) for f in conllu_files(data))
-    vocabulary = Vocabulary.build(features(w) for words, _ in train_s for w in words)
-    encoded = {name: [encode_sentence(vocabulary, words) for words, _ in part]
-               for name, part in (("train", train_s), ("dev", dev_s), ("test", test_s))}
-    tag_ids = {name: [np.array([UPOS.index(t) for t in tags]) for _, tags in part]
-               for name, part in (("train", train_s), ("dev", dev_s), ("test", test_s))}
-    model = FeatureTagger(len(vocabulary), NUM_FEATURES, len(UPOS), **HYPERPARAMETERS, backend=backend, seed=seed)
-    optimizer = Adam(TRAINING["lr"])
-    train_idx = np.arange(len(train_s))
+def prepare(data, vocabulary=None):
+    """The three parts' sentences, the feature vocabulary (built on train unless given) and every part's ids."""
+    parts = dict(zip(("train", "dev", "test"), (read_conllu(f) for f in conllu_files(data))))
+    if vocabulary is None:
+        vocabulary = Vocabulary.build(features(w) for words, _ in parts["train"] for w in words)
+    encoded = {name: [encode_sentence(vocabulary, words) for words, _ in part] for name, part in parts.items()}
+    tag_ids = {name: [np.array([UPOS.index(t) for t in tags]) for _, tags in part] for name, part in parts.items()}
+    return SimpleNamespace(parts=parts, vocabulary=vocabulary, encoded=encoded, tag_ids=tag_ids)
 
-    def validate(m):
-        """Dev loss and accuracy."""
-        losses, correct, total = [], 0, 0
-        for batch in batches_of(encoded["dev"], tag_ids["dev"], np.arange(len(dev_s)), 256):
-            logits = m.forward(*batch.inputs)
-            loss, _ = categorical_cross_entropy(logits, batch.targets, batch.mask)
-            losses.append(loss * batch.mask.sum())
-            correct += int(((to_host(logits).argmax(-1) == batch.targets) & batch.mask).sum())
-            total += int(batch.mask.sum())
-        return {"val_loss": sum(losses) / total, "val_accuracy": correct / total}
 
-    epochs = TRAINING["epochs"] if epochs is None else epochs
-    meta = {"task": "tagging", "vocabulary": vocabulary.tokens, "tags": UPOS}
-    history, best = train_resumable(
-        model, optimizer, categorical_cross_entropy,
-        lambda epoch: batches_of(encoded["train"], tag_ids["train"], train_idx, TRAINING["batch_size"],
-                                 epoch_rng(seed, epoch), TRAINING["word_dropout"], vocabulary.unk_id),
-        validate, epochs=epochs, save=save, resume=resume, meta=meta, monitor="val_accuracy", higher_is_better=True,
-        clip_norm=TRAINING["clip_norm"], progress=progress, log=log, description="tagging")
-    train_words = {w.lower() for words, _ in train_s for w in words}
-    test_words = [w for words, _ in test_s for w in words]
-    gold = np.concatenate(tag_ids["test"])
-    oov = np.array([w.lower() not in train_words for w in test_words])
-    ours = accuracies(np.concatenate(predict_tags(model, encoded["test"])), gold, oov)
-    baseline_tagger = most_frequent_tag(train_s)
-    baseline = accuracies(np.array([UPOS.index(baseline_tagger(w)) for w in test_words]), gold, oov)
-    examples = tag_lines(model, vocabulary, EXAMPLES)
-    if save:
-        checkpoint.save(save, model, {**meta, "epoch": best["epoch"] if best else None,
-                                      "test_accuracy": ours[0], "test_oov_accuracy": ours[1]})
-    return TaskResult(task="tagging", backend=model.backend.name, metric="test UPOS accuracy", value=ours[0],
-                      baselines={"most frequent tag": baseline[0]}, higher_is_better=True, histories=[history],
-                      seconds=time.perf_counter() - started,
-                      details={"oov_accuracy": ours[1], "baseline_oov_accuracy": baseline[1],
-                               "oov_rate": float(oov.mean()), "train_sentences": len(train_s),
-                               "dev_sentences": len(dev_s), "test_sentences": len(test_s),
-                               "test_words": len(test_words), "feature_vocabulary": len(vocabulary),
-                               "best_epoch": best["epoch"] if best else None},
-                      examples=examples)
+class Tagging(Task):
+    """Many-to-many of the same length: a word's features -> its universal part-of-speech tag."""
+
+    name = "tagging"
+    summary = "many-to-many part-of-speech tagging (UD English-EWT) -> UPOS accuracy, also on unseen words"
+    data = Data("UD English-EWT: a 2,065-sentence train subset, dev and test",
+                "a folder with *train*, *dev* and *test* CoNLL-U files (.conllu, .conllu.gz or .conllu.xz)",
+                lambda: default_data("tagging"), kind="folder")
+    metric = "test UPOS accuracy"
+    higher_is_better = True
+    baselines = ("most frequent tag",)
+
+    def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
+              log=None):
+        """Train the feature tagger on train, select on dev, report test accuracy (all and OOV) against the baseline."""
+        started = time.perf_counter()
+        d = prepare(data)
+        model = FeatureTagger(len(d.vocabulary), NUM_FEATURES, len(UPOS), **HYPERPARAMETERS, backend=backend,
+                              seed=seed)
+        train_idx = np.arange(len(d.parts["train"]))
+        batches = lambda epoch: batches_of(d.encoded["train"], d.tag_ids["train"], train_idx,  # noqa: E731
+                                           TRAINING["batch_size"], epoch_rng(seed, epoch), TRAINING["word_dropout"],
+                                           d.vocabulary.unk_id)
+
+        def validate(m):
+            """Dev loss and accuracy."""
+            losses, correct, total = [], 0, 0
+            for batch in batches_of(d.encoded["dev"], d.tag_ids["dev"], np.arange(len(d.parts["dev"])), 256):
+                logits = m.forward(*batch.inputs)
+                loss, _ = categorical_cross_entropy(logits, batch.targets, batch.mask)
+                losses.append(loss * batch.mask.sum())
+                correct += int(((to_host(logits).argmax(-1) == batch.targets) & batch.mask).sum())
+                total += int(batch.mask.sum())
+            return {"val_loss": sum(losses) / total, "val_accuracy": correct / total}
+
+        epochs = TRAINING["epochs"] if epochs is None else epochs
+        meta = {"task": self.name, "vocabulary": d.vocabulary.tokens, "tags": UPOS}
+        run = train_members([Member(model, Adam(TRAINING["lr"]), batches)], categorical_cross_entropy, validate,
+                            epochs=epochs, meta=meta, save=save, resume=resume,
+                            data_fingerprint=fingerprint(d.parts["train"], d.vocabulary.tokens, seed),
+                            monitor="val_accuracy", higher_is_better=True, clip_norm=TRAINING["clip_norm"],
+                            progress=progress, log=log, description="tagging")
+        best = run.bests[0]
+        result = self.score(model, d, run.histories, started)
+        result.details["best_epoch"] = best["epoch"] if best else None
+        if save:
+            checkpoint.save(save, model, {**meta, "epoch": result.details["best_epoch"],
+                                          "test_accuracy": result.value,
+                                          "test_oov_accuracy": result.details["oov_accuracy"]})
+        return result
+
+    def score(self, model, d, histories, started):
+        """Test accuracy (all words and words unseen in training) of ``model`` and of the baseline."""
+        train_s, test_s = d.parts["train"], d.parts["test"]
+        train_words = {w.lower() for words, _ in train_s for w in words}
+        test_words = [w for words, _ in test_s for w in words]
+        gold = np.concatenate(d.tag_ids["test"])
+        oov = np.array([w.lower() not in train_words for w in test_words])
+        ours = accuracies(np.concatenate(predict_tags(model, d.encoded["test"])), gold, oov)
+        baseline_tagger = most_frequent_tag(train_s)
+        baseline = accuracies(np.array([UPOS.index(baseline_tagger(w)) for w in test_words]), gold, oov)
+        return TaskResult(task=self.name, backend=model.backend.name, metric=self.metric, value=ours[0],
+                          baselines={"most frequent tag": baseline[0]}, higher_is_better=True, histories=histories,
+                          seconds=time.perf_counter() - started,
+                          details={"oov_accuracy": ours[1], "baseline_oov_accuracy": baseline[1],
+                                   "oov_rate": float(oov.mean()), "train_sentences": len(train_s),
+                                   "dev_sentences": len(d.parts["dev"]), "test_sentences": len(test_s),
+                                   "test_words": len(test_words), "feature_vocabulary": len(d.vocabulary)},
+                          examples=tag_lines(model, d.vocabulary, EXAMPLES))
+
+    def evaluate(self, directory, data=None, *, backend=None):
+        """Test accuracy of a saved tagger on ``data`` (encoded with the checkpoint's vocabulary)."""
+        started = time.perf_counter()
+        models, meta = checkpoint.load(directory, backend)
+        return self.score(models[0], prepare(data, Vocabulary(meta["vocabulary"])), [], started)
+
+    def predict(self, directory, lines, *, backend=None):
+        """One line of ``word/TAG`` tokens per input line, from a saved tagging checkpoint."""
+        models, meta = checkpoint.load(directory, backend)
+        return tag_lines(models[0], Vocabulary(meta["vocabulary"]), lines)
 
 
 def tag_lines(model, vocabulary, lines):
@@ -199,7 +239,4 @@ def tag_lines(model, vocabulary, lines):
     return out
 
 
-def predict(directory, lines, backend=None):
-    """One line of ``word/TAG`` tokens per input line, from a saved tagging checkpoint."""
-    models, meta = checkpoint.load(directory, backend)
-    return tag_lines(models[0], Vocabulary(meta["vocabulary"]), lines)
+TASK = Tagging()

@@ -15,8 +15,9 @@ from ..datasets import read_text as read_file
 from ..losses import categorical_cross_entropy
 from ..models import LanguageModel
 from ..optimizers import Adam
+from ..training import Member, fingerprint, train_members
 from . import TaskResult
-from .runs import train_resumable
+from .base import Data, Option, Task
 
 HYPERPARAMETERS = {"char": dict(embed_dim=32, hidden_size=256, num_layers=1),
                    "word": dict(embed_dim=64, hidden_size=256, num_layers=1)}
@@ -64,7 +65,7 @@ def ngram_baselines(train_ids, val_ids, V):
     return {"unigram": unigram_nats, "bigram": bigram_nats}
 
 
-def evaluate(model, ids):
+def evaluate_stream(model, ids):
     """Cross-entropy in nats per token of a stateful model over a stream, read as parallel rows, state carried."""
     model.eval()
     model.reset_state()
@@ -77,51 +78,88 @@ def evaluate(model, ids):
     return total / count
 
 
-def train(data=None, backend=None, epochs=None, seed=0, save=None, progress=True, log=None, resume=False,
-          level="char"):
-    """Train the stateful language model with truncated BPTT; report validation nats per token against n-grams."""
-    started = time.perf_counter()
-    if level not in HYPERPARAMETERS:
-        raise ValueError(f"level must be 'char' or 'word', got {level!r}")
-    tokenizer = tokenizer_for(level)
-    train_text, val_text = split_text(read_text(data))
-    train_tokens = tokenizer(train_text)
-    vocabulary = Vocabulary.build([train_tokens], max_size=TRAINING["max_words"] if level == "word" else None)
-    train_ids = np.array(vocabulary.encode(train_tokens), dtype=np.int64)
-    val_ids = np.array(vocabulary.encode(tokenizer(val_text)), dtype=np.int64)
-    model = LanguageModel(len(vocabulary), **HYPERPARAMETERS[level], stateful=True, backend=backend, seed=seed)
-    chunks = bptt_chunks(train_ids, TRAINING["batch_size"], TRAINING["steps"])   # in order: the state carries
+class Textgen(Task):
+    """One-to-many: a language model that reads text and writes more of it."""
 
-    def validate(m):
-        """Validation nats (and bits) per token."""
-        loss = evaluate(m, val_ids)
-        return {"val_loss": loss, "val_bits": loss / math.log(2)}
+    name = "textgen"
+    summary = "character (or word) language model on tiny Shakespeare -> validation nats/char; generation"
+    data = Data("tiny Shakespeare, 1,115,394 characters", "a UTF-8 text file (plain, .gz or .xz)",
+                lambda: default_data("textgen"))
+    metric = "validation nats/char"
+    higher_is_better = False
+    baselines = ("unigram", "bigram")
+    options = (Option("level", "model characters or words", default="char", choices=("char", "word")),)
 
-    epochs = TRAINING["epochs"] if epochs is None else epochs
-    meta = {"task": "textgen", "level": level, "tokenizer": tokenizer.config(), "vocabulary": vocabulary.tokens}
-    history, best = train_resumable(model, Adam(TRAINING["lr"]), categorical_cross_entropy, lambda epoch: chunks,
-                                    validate, epochs=epochs, save=save, resume=resume, meta=meta,
-                                    clip_norm=TRAINING["clip_norm"], progress=progress, log=log,
-                                    description=f"textgen ({level})")
-    nats = evaluate(model, val_ids)
-    unit = "char" if level == "char" else "word"
-    sample = generate_text(model, vocabulary, level, PRIME if level == "char" else PRIME.lower(), SAMPLE_LENGTH,
-                           TEMPERATURE, seed=seed)
-    if save:
-        checkpoint.save(save, model, {**meta, "epoch": best["epoch"] if best else None, f"val_nats_per_{unit}": nats})
-    return TaskResult(task="textgen", backend=model.backend.name, metric=f"validation nats/{unit}", value=nats,
-                      baselines=ngram_baselines(train_ids, val_ids, len(vocabulary)), higher_is_better=False,
-                      histories=[history], seconds=time.perf_counter() - started,
-                      details={f"bits_per_{unit}": nats / math.log(2), "train_tokens": len(train_ids),
-                               "validation_tokens": len(val_ids), "vocabulary": len(vocabulary),
-                               "best_epoch": best["epoch"] if best else None, "level": level},
-                      examples=[sample])
+    def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
+              log=None, level="char"):
+        """Train the stateful language model with truncated BPTT; report validation nats per token against n-grams."""
+        started = time.perf_counter()
+        if level not in HYPERPARAMETERS:
+            raise ValueError(f"--level must be 'char' or 'word', got {level!r}")
+        tokenizer = tokenizer_for(level)
+        train_text, val_text = split_text(read_text(data))
+        train_tokens = tokenizer(train_text)
+        vocabulary = Vocabulary.build([train_tokens], max_size=TRAINING["max_words"] if level == "word" else None)
+        train_ids = np.array(vocabulary.encode(train_tokens), dtype=np.int64)
+        val_ids = np.array(vocabulary.encode(tokenizer(val_text)), dtype=np.int64)
+        model = LanguageModel(len(vocabulary), **HYPERPARAMETERS[level], stateful=True, backend=backend, seed=seed)
+        chunks = bptt_chunks(train_ids, TRAINING["batch_size"], TRAINING["steps"])   # in order: the state carries
+
+        def validate(m):
+            """Validation nats (and bits) per token."""
+            loss = evaluate_stream(m, val_ids)
+            return {"val_loss": loss, "val_bits": loss / math.log(2)}
+
+        epochs = TRAINING["epochs"] if epochs is None else epochs
+        meta = {"task": self.name, "level": level, "tokenizer": tokenizer.config(), "vocabulary": vocabulary.tokens}
+        run = train_members([Member(model, Adam(TRAINING["lr"]), lambda epoch: chunks)], categorical_cross_entropy,
+                            validate, epochs=epochs, meta=meta, save=save, resume=resume,
+                            data_fingerprint=fingerprint(train_ids, vocabulary.tokens, level, seed),
+                            clip_norm=TRAINING["clip_norm"], progress=progress, log=log,
+                            description=f"textgen ({level})")
+        best = run.bests[0]
+        result = self.score(model, vocabulary, level, train_ids, val_ids, run.histories, started, seed)
+        result.details["best_epoch"] = best["epoch"] if best else None
+        if save:
+            unit = "char" if level == "char" else "word"
+            checkpoint.save(save, model, {**meta, "epoch": result.details["best_epoch"],
+                                          f"val_nats_per_{unit}": result.value})
+        return result
+
+    def score(self, model, vocabulary, level, train_ids, val_ids, histories, started, seed=0):
+        """Validation nats per token of ``model`` against the n-gram baselines, and a sample."""
+        nats = evaluate_stream(model, val_ids)
+        unit = "char" if level == "char" else "word"
+        sample = generate_text(model, vocabulary, level, PRIME if level == "char" else PRIME.lower(), SAMPLE_LENGTH,
+                               TEMPERATURE, seed=seed)
+        return TaskResult(task=self.name, backend=model.backend.name, metric=f"validation nats/{unit}", value=nats,
+                          baselines=ngram_baselines(train_ids, val_ids, len(vocabulary)), higher_is_better=False,
+                          histories=histories, seconds=time.perf_counter() - started,
+                          details={f"bits_per_{unit}": nats / math.log(2), "train_tokens": len(train_ids),
+                                   "validation_tokens": len(val_ids), "vocabulary": len(vocabulary),
+                                   "level": level},
+                          examples=[sample])
+
+    def evaluate(self, directory, data=None, *, backend=None):
+        """Validation nats per token of a saved language model on the last 10 % of ``data``."""
+        started = time.perf_counter()
+        models, meta = checkpoint.load(directory, backend)
+        tokenizer, vocabulary = Tokenizer(**meta["tokenizer"]), Vocabulary(meta["vocabulary"])
+        train_text, val_text = split_text(read_text(data))
+        encode = lambda text: np.array(vocabulary.encode(tokenizer(text)), dtype=np.int64)  # noqa: E731
+        return self.score(models[0], vocabulary, meta["level"], encode(train_text), encode(val_text), [], started)
+
+    def predict(self, directory, lines, *, backend=None):
+        """Text generation has no line-by-line prediction: point to ``generate``."""
+        raise ValueError(f"{directory}: a textgen checkpoint; sample from it with "
+                         "'rnnbackends generate --checkpoint DIR'")
 
 
 def generate_text(model, vocabulary, level, prime, length, temperature=0.8, top_k=None, seed=None):
     """``prime`` followed by ``length`` sampled tokens, as text."""
     tokens = tokenizer_for(level)(prime) or ["\n"]
-    ids = model.generate(vocabulary.encode(tokens), length, temperature, top_k, np.random.default_rng(seed))
+    ids = model.generate(vocabulary.encode(tokens), length, temperature, top_k, np.random.default_rng(seed),
+                         banned=(vocabulary.pad_id, vocabulary.unk_id))             # never print <pad> or <unk>
     return detokenize(tokens + vocabulary.decode(ids), level)
 
 
@@ -135,7 +173,4 @@ def generate(directory, prime=PRIME, length=SAMPLE_LENGTH, temperature=TEMPERATU
                          top_k, seed)
 
 
-
-def predict(directory, lines, backend=None):
-    """Text generation has no line-by-line prediction: point to ``generate``."""
-    raise ValueError(f"{directory}: a textgen checkpoint; sample from it with 'rnnbackends generate --checkpoint DIR'")
+TASK = Textgen()

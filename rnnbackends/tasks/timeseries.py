@@ -2,14 +2,23 @@
 
 Protocol: a chronological hold-out (the last ``n_test`` values), the validation part just before it, training
 on the rest. The season m is the lag 2..N/3 with the highest autocorrelation of the training part's first
-differences (12 for monthly airline passengers, about 11 for the sunspot cycle). The model sees z = log(y)
-(when all values are positive) or y, as standardised first differences over a window of 2m+1 steps, and
-predicts the next change. Metrics are RMSE and MAE on the original scale, for one-step forecasts (each from
-the true history) and for a multi-step forecast (from the end of the validation part, feeding predictions back).
+differences (12 for monthly airline passengers, about 11 for the sunspot cycle), or ``--season``. The model sees
+z = log(y) (when every value is positive) or y, as standardised first differences over a window of 2m+1 steps (at
+most 64), and predicts the next change. Metrics are RMSE and MAE on the original scale, for one-step forecasts
+(each from the true history) and for a multi-step forecast (from the end of the validation part, feeding
+predictions back).
+
+A recursive forecast adds up its own errors, so over long horizons it can drift away from the series. The
+multi-step forecast is checked on the validation part, over the same horizon from the end of the training part:
+when it loses there to the better naive multi-step forecast (persistence or seasonal naive), it is shrunk toward
+that one, f_h = naive_h + φ^h (rnn_h - naive_h) for h = 0, 1, ..., with the damping φ in [0, 1) of the lowest
+validation RMSE; otherwise it stays as it is (φ = 1). Each recursive change is also kept within the largest
+change seen in training.
 """
 from __future__ import annotations
 
 import csv
+import io
 import time
 from pathlib import Path
 
@@ -21,12 +30,26 @@ from ..layers import to_host
 from ..losses import mean_squared_error
 from ..models import Forecaster
 from ..optimizers import Adam
-from ..training import fit
+from ..datasets import default_data, read_text
+from ..training import Member, fingerprint, train_members
 from . import TaskResult
+from .base import Data, Option, Task
 
-BUNDLED = Path(__file__).resolve().parent.parent / "datasets" / "timeseries" / "airline-passengers.csv"
 HYPERPARAMETERS = dict(hidden_size=32)
 TRAINING = dict(lr=0.005, batch_size=16, epochs=150, patience=20, clip_norm=1.0, ensemble=5)
+MAX_WINDOW = 64                # steps of past changes the RNN reads (2m+1 up to this)
+DAMPING = (0.0, 0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 1.0)   # φ tried on the validation part
+
+
+def season_length(value):
+    """A season length: a whole number >= 2."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+    if number < 2:
+        raise ValueError(f"must be at least 2, got {number}")
+    return number
 
 
 def read_series(path):
@@ -34,8 +57,7 @@ def read_series(path):
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path}: is a folder; give a CSV file with a header and rows 'date,value'")
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = [row for row in csv.reader(f) if row]
+    rows = [row for row in csv.reader(io.StringIO(read_text(path))) if row]
     if len(rows) < 2:
         raise ValueError(f"{path}: expected a header line and rows 'date,value', got {len(rows)} lines")
     dates, values = [], []
@@ -73,15 +95,17 @@ def split_sizes(n, season):
 class Scaler:
     """y -> z (log when all training values are positive) -> standardised first differences, and back."""
 
-    def __init__(self, log, mean, std):
+    def __init__(self, log, mean, std, limit=None):
         self.log, self.mean, self.std = bool(log), float(mean), float(std)
+        self.limit = None if limit is None else float(limit)
 
     @classmethod
-    def fit(cls, train_values):
-        """Choose the transform and the difference statistics from the training part only."""
-        log = bool((train_values > 0).all())
+    def fit(cls, train_values, all_values):
+        """The difference statistics from the training part; log only when every value of the series is positive."""
+        log = bool((all_values > 0).all())
         d = np.diff(np.log(train_values) if log else train_values)
-        return cls(log, d.mean(), d.std() + 1e-8)
+        standardised = (d - d.mean()) / (d.std() + 1e-8)
+        return cls(log, d.mean(), d.std() + 1e-8, np.abs(standardised).max())
 
     def to_level(self, y):
         """y -> z."""
@@ -97,7 +121,7 @@ class Scaler:
 
     def config(self):
         """JSON-ready fields."""
-        return {"log": self.log, "mean": self.mean, "std": self.std}
+        return {"log": self.log, "mean": self.mean, "std": self.std, "limit": self.limit}
 
 
 def windows(changes, window, start, stop):
@@ -121,13 +145,16 @@ def one_step(models, scaler, window, values, first, last):
 
 
 def multi_step(models, scaler, window, history, steps):
-    """Forecast ``steps`` values after ``history``, feeding each forecast back as input."""
+    """Forecast ``steps`` values after ``history``, feeding each forecast back as input (each change kept within
+    the largest standardised change of the training part)."""
     z = list(scaler.to_level(history)[-(window + 1):])
     for _ in range(steps):
         changes = scaler.changes(np.array(z[-(window + 1):]))
-        change = predict_changes(models, changes[:, None, None]) * scaler.std + scaler.mean
-        z.append(z[-1] + float(change[0]))
-    return scaler.from_level(np.array(z[-steps:]))
+        change = float(predict_changes(models, changes[:, None, None])[0])
+        if scaler.limit is not None:
+            change = min(max(change, -scaler.limit), scaler.limit)
+        z.append(z[-1] + change * scaler.std + scaler.mean)
+    return scaler.from_level(np.array(z[len(z) - steps:]))
 
 
 def rmse_mae(prediction, truth):
@@ -145,72 +172,156 @@ def baselines(values, season, first, last):
             "seasonal naive multi-step": values[first - season + steps % season]}
 
 
-def train(data=None, backend=None, epochs=None, seed=0, save=None, progress=True, log=None):
-    """Train an ensemble of forecasters; returns a TaskResult with one-step test RMSE against the better baseline."""
-    started = time.perf_counter()
-    path = Path(data) if data else BUNDLED
-    dates, values = read_series(path)
-    n_train, n_val, n_test = split_sizes(len(values), detect_season(values[:len(values) * 3 // 5]))
-    season = detect_season(values[:n_train])
-    window = min(2 * season + 1, n_train // 3)
-    scaler = Scaler.fit(values[:n_train])
-    changes = scaler.changes(scaler.to_level(values))                  # changes[t] = z[t+1] - z[t], standardised
-    train_x, train_y = windows(changes, window, 0, n_train - 1)
-    val_x, val_y = windows(changes, window, n_train - 1, n_train + n_val - 1)
-    epochs = TRAINING["epochs"] if epochs is None else epochs
-    models, histories = [], []
-    for member in range(TRAINING["ensemble"]):
-        model = Forecaster(1, **HYPERPARAMETERS, backend=backend, seed=seed * 1000 + member)
-        rng = np.random.default_rng(seed * 1000 + member)
+def damped(rnn, naive, phi):
+    """naive_h + φ^h (rnn_h - naive_h) for h = 0, 1, ...: the recursive forecast shrunk toward a naive one."""
+    return naive + phi ** np.arange(len(rnn)) * (rnn - naive)
 
-        def batches(epoch):
-            """Shuffled minibatches of training windows."""
-            return [Batch((train_x[:, rows],), train_y[rows])
-                    for rows in minibatches(train_x.shape[1], TRAINING["batch_size"], rng)]
+
+def choose_damping(models, scaler, window, values, season, first, last):
+    """(naive forecast name, φ) for the multi-step forecast, chosen on values[first:last]: the recursive forecast
+    as it is (φ = 1) when it beats both naive ones there, else the φ with the lowest RMSE toward the better one."""
+    truth = values[first:last]
+    rnn = multi_step(models, scaler, window, values[:first], last - first)
+    naive = {name[:-len(" multi-step")]: forecast for name, forecast in baselines(values, season, first, last).items()
+             if name.endswith(" multi-step")}
+    reference = min(naive, key=lambda name: rmse_mae(naive[name], truth)[0])
+    if rmse_mae(rnn, truth)[0] < rmse_mae(naive[reference], truth)[0]:
+        return reference, 1.0
+    phi = min(DAMPING, key=lambda phi: (rmse_mae(damped(rnn, naive[reference], phi), truth)[0], -phi))
+    return reference, float(phi)
+
+
+def check_series(values, log, where):
+    """A ValueError unless every value is finite (and positive for a log-scale model)."""
+    for i, value in enumerate(values.tolist()):
+        if not np.isfinite(value):
+            raise ValueError(f"{where}: the value {value} (position {i + 1}) is not finite")
+        if log and value <= 0:
+            raise ValueError(f"{where}: the value {value} (position {i + 1}) is not positive; this model works on "
+                             "log values")
+
+
+def score(models, scaler, window, season, damping, dates, values, n_train, n_val):
+    """Forecasts of the test part and their (RMSE, MAE), with the naive baselines'."""
+    first, last = n_train + n_val, len(values)
+    truth = values[first:last]
+    naive = baselines(values, season, first, last)
+    recursive = multi_step(models, scaler, window, values[:first], last - first)
+    reference, phi = damping
+    forecasts = {"RNN": one_step(models, scaler, window, values, first, last),
+                 "RNN multi-step": damped(recursive, naive[f"{reference} multi-step"], phi),
+                 "RNN multi-step, undamped": recursive, **naive}
+    return forecasts, {name: rmse_mae(f, truth) for name, f in forecasts.items()}
+
+
+class Timeseries(Task):
+    """Forecasting the next value of a univariate series."""
+
+    name = "timeseries"
+    summary = "univariate forecasting of a date,value CSV -> RMSE on a chronological hold-out"
+    data = Data("monthly airline passengers 1949-1960 (also bundled: yearly sunspots 1700-2008)",
+                "a CSV file with a header and rows 'date,value'", lambda: default_data("timeseries"))
+    metric = "test RMSE (one-step)"
+    higher_is_better = False
+    baselines = ("persistence", "seasonal naive")
+    options = (Option("season", "the season length m in steps (default: detected from the training part)",
+                      type=season_length),)
+
+    def prepare(self, data, season=None):
+        """(path, dates, values, n_train, n_val, n_test, season) of the data, split chronologically."""
+        path = Path(data) if data else default_data("timeseries")
+        dates, values = read_series(path)
+        m = season or detect_season(values[:len(values) * 3 // 5])
+        n_train, n_val, n_test = split_sizes(len(values), m)
+        if season is not None and 2 * season > n_train:
+            raise ValueError(f"--season {season}: too long for {len(values)} values (the training part has "
+                             f"{n_train}); give at most {max(2, n_train // 2 - 1)}")
+        return path, dates, values, n_train, n_val, n_test, season or detect_season(values[:n_train])
+
+    def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
+              log=None, season=None):
+        """Train an ensemble of forecasters; returns a TaskResult with one-step test RMSE against the better baseline."""
+        started = time.perf_counter()
+        season_option = season
+        path, dates, values, n_train, n_val, n_test, season = self.prepare(data, season)
+        window = min(2 * season + 1, n_train // 3, MAX_WINDOW)
+        scaler = Scaler.fit(values[:n_train], values)
+        changes = scaler.changes(scaler.to_level(values))                  # changes[t] = z[t+1] - z[t], standardised
+        train_x, train_y = windows(changes, window, 0, n_train - 1)
+        val_x, val_y = windows(changes, window, n_train - 1, n_train + n_val - 1)
+        epochs = TRAINING["epochs"] if epochs is None else epochs
+        members = []
+        for member in range(TRAINING["ensemble"]):
+            model = Forecaster(1, **HYPERPARAMETERS, backend=backend, seed=seed * 1000 + member)
+            rng = np.random.default_rng(seed * 1000 + member)
+            members.append(Member(model, Adam(TRAINING["lr"]), lambda epoch, rng=rng: [
+                Batch((train_x[:, rows],), train_y[rows])
+                for rows in minibatches(train_x.shape[1], TRAINING["batch_size"], rng)], rngs=[rng]))
 
         def validate(m):
             """Validation MSE of the standardised changes."""
             return {"val_loss": float(np.mean((predict_changes([m], val_x) - val_y[:, 0]) ** 2))}
 
-        histories.append(fit(model, mean_squared_error, Adam(TRAINING["lr"]), batches, epochs=epochs,
-                             validate=validate, patience=TRAINING["patience"], clip_norm=TRAINING["clip_norm"],
-                             progress=progress, log=log, description=f"forecaster {member + 1}/{TRAINING['ensemble']}"))
-        models.append(model)
-    first, last = n_train + n_val, len(values)
-    truth = values[first:last]
-    forecasts = {"RNN": one_step(models, scaler, window, values, first, last),
-                 "RNN multi-step": multi_step(models, scaler, window, values[:first], last - first)}
-    forecasts.update(baselines(values, season, first, last))
-    scores = {name: rmse_mae(f, truth) for name, f in forecasts.items()}
-    if save:
-        checkpoint.save(save, models, {"task": "timeseries", "scaler": scaler.config(), "window": window,
-                                       "season": season, "data": path.name})
-    examples = [f"{dates[first + i]}: truth {truth[i]:g}, RNN one-step {forecasts['RNN'][i]:.1f}, "
-                f"multi-step {forecasts['RNN multi-step'][i]:.1f}" for i in range(min(3, last - first))]
-    return TaskResult(task="timeseries", backend=models[0].backend.name, metric="test RMSE (one-step)", value=scores["RNN"][0],
-                      baselines={"persistence": scores["persistence"][0], "seasonal naive": scores["seasonal naive"][0]},
-                      higher_is_better=False, histories=histories, seconds=time.perf_counter() - started,
-                      details={"data": path.name, "values": len(values), "train": n_train, "validation": n_val,
-                               "test": n_test, "season": season, "window": window, "log": scaler.log,
-                               "scores (RMSE, MAE)": {k: (round(v[0], 3), round(v[1], 3)) for k, v in scores.items()}},
-                      examples=examples,
-                      plot_series={"dates": dates, "values": values, "first": first,
-                                   "forecasts": {k: forecasts[k] for k in ("RNN", "RNN multi-step", "seasonal naive")}})
+        meta = {"task": self.name, "scaler": scaler.config(), "window": window, "season": season,
+                "season_option": season_option, "data": path.name}
+        run = train_members(members, mean_squared_error, validate, epochs=epochs, meta=meta, save=save,
+                            resume=resume, data_fingerprint=fingerprint(values, season, window, seed),
+                            patience=TRAINING["patience"], clip_norm=TRAINING["clip_norm"], progress=progress,
+                            log=log, description="forecaster")
+        damping = choose_damping(run.models, scaler, window, values, season, n_train, n_train + n_val)
+        result = self.result(run.models, scaler, window, season, damping, path, dates, values, n_train, n_val,
+                             run.histories, started)
+        if save:
+            checkpoint.save(save, run.models, {**meta, "damping": list(damping)})
+        return result
+
+    def result(self, models, scaler, window, season, damping, path, dates, values, n_train, n_val, histories,
+               started):
+        """The TaskResult of the ensemble on the test part."""
+        first = n_train + n_val
+        forecasts, scores = score(models, scaler, window, season, damping, dates, values, n_train, n_val)
+        truth = values[first:]
+        examples = [f"{dates[first + i]}: truth {truth[i]:g}, RNN one-step {forecasts['RNN'][i]:.1f}, "
+                    f"multi-step {forecasts['RNN multi-step'][i]:.1f}" for i in range(min(3, len(truth)))]
+        return TaskResult(task=self.name, backend=models[0].backend.name, metric=self.metric, value=scores["RNN"][0],
+                          baselines={"persistence": scores["persistence"][0],
+                                     "seasonal naive": scores["seasonal naive"][0]},
+                          higher_is_better=False, histories=histories, seconds=time.perf_counter() - started,
+                          details={"data": path.name, "values": len(values), "train": n_train, "validation": n_val,
+                                   "test": len(truth), "season": season, "window": window, "log": scaler.log,
+                                   "multi-step damping": f"phi {damping[1]:g} toward {damping[0]}",
+                                   "scores (RMSE, MAE)": {k: (round(v[0], 3), round(v[1], 3))
+                                                          for k, v in scores.items()}},
+                          examples=examples,
+                          plot_series={"dates": dates, "values": values, "first": first,
+                                       "forecasts": {k: forecasts[k] for k in ("RNN", "RNN multi-step",
+                                                                               "seasonal naive")}})
+
+    def evaluate(self, directory, data=None, *, backend=None):
+        """Score a saved ensemble on the test part of ``data`` (default: the bundled series)."""
+        started = time.perf_counter()
+        models, meta = checkpoint.load(directory, backend)
+        path, dates, values, n_train, n_val, _, _ = self.prepare(data, meta.get("season_option"))
+        scaler = Scaler(**meta["scaler"])
+        check_series(values, scaler.log, path)
+        return self.result(models, scaler, meta["window"], meta["season"], tuple(meta["damping"]), path, dates,
+                           values, n_train, n_val, [], started)
+
+    def predict(self, directory, lines, *, backend=None):
+        """For each input line of comma- or space-separated past values, the forecast of the next value."""
+        models, meta = checkpoint.load(directory, backend)
+        scaler, window = Scaler(**meta["scaler"]), meta["window"]
+        out = []
+        for number, line in enumerate(lines, 1):
+            try:
+                history = np.array([float(v) for v in line.replace(",", " ").split()])
+            except ValueError:
+                raise ValueError(f"input line {number}: expected numbers separated by commas or spaces") from None
+            if len(history) < window + 1:
+                raise ValueError(f"input line {number}: need at least {window + 1} past values, got {len(history)}")
+            check_series(history, scaler.log, f"input line {number}")
+            out.append(f"{float(multi_step(models, scaler, window, history, 1)[0]):.4f}")
+        return out
 
 
-def predict(directory, lines, backend=None):
-    """For each input line of comma- or space-separated past values, the forecast of the next value."""
-    models, meta = checkpoint.load(directory, backend)
-    scaler, window = Scaler(**meta["scaler"]), meta["window"]
-    out = []
-    for number, line in enumerate(lines, 1):
-        try:
-            history = np.array([float(v) for v in line.replace(",", " ").split()])
-        except ValueError:
-            raise ValueError(f"input line {number}: expected numbers separated by commas or spaces") from None
-        if len(history) < window + 1:
-            raise ValueError(f"input line {number}: need at least {window + 1} past values, got {len(history)}")
-        if scaler.log and (history <= 0).any():
-            raise ValueError(f"input line {number}: this model works on log values; all must be positive")
-        out.append(f"{float(multi_step(models, scaler, window, history, 1)[0]):.4f}")
-    return out
+TASK = Timeseries()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -13,8 +14,9 @@ from ..datasets import default_data, read_text
 from ..losses import categorical_cross_entropy
 from ..models import EncoderDecoder
 from ..optimizers import Adam
+from ..training import Member, epoch_rng, fingerprint, train_members
 from . import TaskResult
-from .runs import epoch_rng, train_resumable
+from .base import Data, Task
 
 START, END = "<s>", "</s>"
 SPLIT_SEED = 20260101          # fixed: the split never depends on --seed
@@ -99,60 +101,101 @@ def bleu(hypotheses, references):
     return float(sacrebleu.corpus_bleu(hypotheses, [references], lowercase=True).score)
 
 
-def train(data=None, backend=None, epochs=None, seed=0, save=None, progress=True, log=None, resume=False):
-    """Train with teacher forcing; report test BLEU of greedy and beam-search decoding against copying the source."""
-    started = time.perf_counter()
+def prepare(data, vocabularies=None):
+    """Pairs, the fixed split, the vocabularies (built on the training part unless given) and every pair's ids."""
     pairs = read_pairs(data)
     tokenizer = Tokenizer("word")
     english = [tokenizer(e) for e, _ in pairs]
     spanish = [tokenizer(s) for _, s in pairs]
     train_idx, val_idx, test_idx = split(len(pairs))
-    source_vocabulary = Vocabulary.build([english[i] for i in train_idx], min_count=TRAINING["source_min_count"])
-    target_vocab = target_vocabulary([spanish[i] for i in train_idx], TRAINING["target_max_words"])
+    if vocabularies is None:
+        vocabularies = (Vocabulary.build([english[i] for i in train_idx], min_count=TRAINING["source_min_count"]),
+                        target_vocabulary([spanish[i] for i in train_idx], TRAINING["target_max_words"]))
+    source_vocabulary, target_vocab = vocabularies
     reverse = TRAINING["reverse_source"]
-    source_ids = [encode_source(source_vocabulary, t, reverse) for t in english]
-    target_ids = [target_vocab.encode(t) for t in spanish]
-    start_id, end_id = target_vocab.index[START], target_vocab.index[END]
-    model = EncoderDecoder(len(source_vocabulary), len(target_vocab), **HYPERPARAMETERS, backend=backend, seed=seed)
+    return SimpleNamespace(pairs=pairs, tokenizer=tokenizer, train=train_idx, val=val_idx, test=test_idx,
+                           source_vocabulary=source_vocabulary, target_vocabulary=target_vocab, reverse=reverse,
+                           source_ids=[encode_source(source_vocabulary, t, reverse) for t in english],
+                           target_ids=[target_vocab.encode(t) for t in spanish])
 
-    def validate(m):
-        """Validation cross-entropy per target token (teacher forcing)."""
-        total, count = 0.0, 0
-        for batch in batches_of(source_ids, target_ids, val_idx, 500, end_id, start_id):
-            loss, _ = categorical_cross_entropy(m.forward(*batch.inputs), batch.targets, batch.mask)
-            total += loss * batch.mask.sum()
-            count += batch.mask.sum()
-        return {"val_loss": float(total / count)}
 
-    epochs = TRAINING["epochs"] if epochs is None else epochs
-    meta = {"task": "translation", "tokenizer": tokenizer.config(), "source_vocabulary": source_vocabulary.tokens,
-            "target_vocabulary": target_vocab.tokens, "reverse_source": reverse}
-    history, best = train_resumable(
-        model, Adam(TRAINING["lr"]), categorical_cross_entropy,
-        lambda epoch: batches_of(source_ids, target_ids, train_idx, TRAINING["batch_size"], end_id, start_id,
-                                 epoch_rng(seed, epoch)),
-        validate, epochs=epochs, save=save, resume=resume, meta=meta, clip_norm=TRAINING["clip_norm"],
-        progress=progress, log=log, description="translation")
-    references = [pairs[i][1] for i in test_idx]
-    test_sources = [source_ids[i] for i in test_idx]
-    greedy, _ = translate_ids(model, test_sources, target_vocab, beam_size=1)
-    beam, _ = translate_ids(model, test_sources, target_vocab, beam_size=DECODING["beam_size"])
-    scores = {"greedy": bleu(greedy, references), "beam": bleu(beam, references)}
-    copy_baseline = bleu([pairs[i][0] for i in test_idx], references)
-    examples = translate_lines(model, tokenizer, source_vocabulary, target_vocab, reverse, EXAMPLES,
-                               DECODING["beam_size"])
-    if save:
-        checkpoint.save(save, model, {**meta, "epoch": best["epoch"] if best else None, "test_bleu": scores})
-    return TaskResult(task="translation", backend=model.backend.name,
-                      metric=f"test BLEU (beam {DECODING['beam_size']})", value=scores["beam"],
-                      baselines={"copy the source": copy_baseline}, higher_is_better=True, histories=[history],
-                      seconds=time.perf_counter() - started,
-                      details={"bleu_greedy": scores["greedy"], "bleu_beam": scores["beam"],
-                               "train_pairs": len(train_idx), "validation_pairs": len(val_idx),
-                               "test_pairs": len(test_idx), "source_vocabulary": len(source_vocabulary),
-                               "target_vocabulary": len(target_vocab), "reverse_source": reverse,
-                               "best_epoch": best["epoch"] if best else None},
-                      examples=[f"{e} -> {s}" for e, s in zip(EXAMPLES, examples)])
+class Translation(Task):
+    """Many-to-many of different lengths: English sentences -> Spanish sentences."""
+
+    name = "translation"
+    summary = "English -> Spanish encoder-decoder (Tatoeba) -> corpus BLEU, greedy and beam search"
+    data = Data("Tatoeba English-Spanish, the first 40,000 pairs", "an 'English<TAB>Spanish' file (plain, .gz or .xz)",
+                lambda: default_data("translation"))
+    metric = f"test BLEU (beam {DECODING['beam_size']})"
+    higher_is_better = True
+    baselines = ("copy the source",)
+
+    def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
+              log=None):
+        """Train with teacher forcing; report test BLEU of greedy and beam-search decoding against copying the source."""
+        started = time.perf_counter()
+        d = prepare(data)
+        start_id, end_id = d.target_vocabulary.index[START], d.target_vocabulary.index[END]
+        model = EncoderDecoder(len(d.source_vocabulary), len(d.target_vocabulary), **HYPERPARAMETERS, backend=backend,
+                               seed=seed)
+
+        def validate(m):
+            """Validation cross-entropy per target token (teacher forcing)."""
+            total, count = 0.0, 0
+            for batch in batches_of(d.source_ids, d.target_ids, d.val, 500, end_id, start_id):
+                loss, _ = categorical_cross_entropy(m.forward(*batch.inputs), batch.targets, batch.mask)
+                total += loss * batch.mask.sum()
+                count += batch.mask.sum()
+            return {"val_loss": float(total / count)}
+
+        epochs = TRAINING["epochs"] if epochs is None else epochs
+        meta = {"task": self.name, "tokenizer": d.tokenizer.config(), "source_vocabulary": d.source_vocabulary.tokens,
+                "target_vocabulary": d.target_vocabulary.tokens, "reverse_source": d.reverse}
+        batches = lambda epoch: batches_of(d.source_ids, d.target_ids, d.train, TRAINING["batch_size"],  # noqa: E731
+                                           end_id, start_id, epoch_rng(seed, epoch))
+        run = train_members([Member(model, Adam(TRAINING["lr"]), batches)], categorical_cross_entropy, validate,
+                            epochs=epochs, meta=meta, save=save, resume=resume,
+                            data_fingerprint=fingerprint([d.pairs[i] for i in d.train], meta["source_vocabulary"],
+                                                         meta["target_vocabulary"], seed),
+                            clip_norm=TRAINING["clip_norm"], progress=progress, log=log, description="translation")
+        best = run.bests[0]
+        result = self.score(model, d, run.histories, started)
+        result.details["best_epoch"] = best["epoch"] if best else None
+        if save:
+            checkpoint.save(save, model, {**meta, "epoch": result.details["best_epoch"],
+                                          "test_bleu": {"greedy": result.details["bleu_greedy"],
+                                                        "beam": result.details["bleu_beam"]}})
+        return result
+
+    def score(self, model, d, histories, started):
+        """Test BLEU of greedy and beam-search decoding against copying the source."""
+        references = [d.pairs[i][1] for i in d.test]
+        test_sources = [d.source_ids[i] for i in d.test]
+        greedy, _ = translate_ids(model, test_sources, d.target_vocabulary, beam_size=1)
+        beam, _ = translate_ids(model, test_sources, d.target_vocabulary, beam_size=DECODING["beam_size"])
+        scores = {"greedy": bleu(greedy, references), "beam": bleu(beam, references)}
+        copy_baseline = bleu([d.pairs[i][0] for i in d.test], references)
+        examples = translate_lines(model, d.tokenizer, d.source_vocabulary, d.target_vocabulary, d.reverse, EXAMPLES,
+                                   DECODING["beam_size"])
+        return TaskResult(task=self.name, backend=model.backend.name, metric=self.metric, value=scores["beam"],
+                          baselines={"copy the source": copy_baseline}, higher_is_better=True, histories=histories,
+                          seconds=time.perf_counter() - started,
+                          details={"bleu_greedy": scores["greedy"], "bleu_beam": scores["beam"],
+                                   "train_pairs": len(d.train), "validation_pairs": len(d.val),
+                                   "test_pairs": len(d.test), "source_vocabulary": len(d.source_vocabulary),
+                                   "target_vocabulary": len(d.target_vocabulary), "reverse_source": d.reverse},
+                          examples=[f"{e} -> {s}" for e, s in zip(EXAMPLES, examples)])
+
+    def evaluate(self, directory, data=None, *, backend=None):
+        """Test BLEU of a saved translator on the split of ``data`` (encoded with the checkpoint's vocabularies)."""
+        started = time.perf_counter()
+        models, meta = load_translator(directory, backend)
+        d = prepare(data, (Vocabulary(meta["source_vocabulary"]), Vocabulary(meta["target_vocabulary"])))
+        return self.score(models[0], d, [], started)
+
+    def predict(self, directory, lines, *, backend=None):
+        """``predict`` on a translation checkpoint translates, as ``translate`` does."""
+        return translate(directory, lines, backend=backend)
 
 
 def translate_lines(model, tokenizer, source_vocabulary, target_vocab, reverse, lines, beam_size):
@@ -167,15 +210,19 @@ def translate_lines(model, tokenizer, source_vocabulary, target_vocab, reverse, 
     return out
 
 
-def translate(directory, lines, beam_size=DECODING["beam_size"], backend=None):
-    """Spanish lines for English lines, from a saved translation checkpoint."""
+def load_translator(directory, backend=None):
+    """(models, meta) of a translation checkpoint; a ValueError for another task's."""
     models, meta = checkpoint.load(directory, backend)
     if meta.get("task") != "translation":
         raise ValueError(f"{directory}: a {meta.get('task')!r} checkpoint, not a translation one")
+    return models, meta
+
+
+def translate(directory, lines, beam_size=DECODING["beam_size"], backend=None):
+    """Spanish lines for English lines, from a saved translation checkpoint."""
+    models, meta = load_translator(directory, backend)
     return translate_lines(models[0], Tokenizer(**meta["tokenizer"]), Vocabulary(meta["source_vocabulary"]),
                            Vocabulary(meta["target_vocabulary"]), meta["reverse_source"], lines, beam_size)
 
 
-def predict(directory, lines, backend=None):
-    """``predict`` on a translation checkpoint translates, as ``translate`` does."""
-    return translate(directory, lines, backend=backend)
+TASK = Translation()

@@ -11,10 +11,11 @@ import pytest
 
 import rnnbackends
 from rnnbackends.cli import main
+from rnnbackends.datasets import default_data
 from rnnbackends.tasks import sentiment, timeseries
 
 AVAILABLE = [b.name for b in rnnbackends.list_backends() if b.status == "available"]
-DATA = os.path.join(os.path.dirname(timeseries.BUNDLED))
+DATA = os.path.dirname(default_data("timeseries"))
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,7 @@ def sentiment_run(tmp_path_factory):
     return tmp
 
 
+@pytest.mark.slow
 def test_sentiment_reaches_its_target_and_beats_both_baselines(sentiment_run):
     record = json.loads((sentiment_run / "m.json").read_text())
     assert record["metric"] == "test accuracy" and record["higher_is_better"] is True
@@ -38,7 +40,7 @@ def test_sentiment_reaches_its_target_and_beats_both_baselines(sentiment_run):
 
 
 def test_sentiment_split_and_baselines_are_deterministic():
-    sentences, labels = sentiment.read_labelled_sentences(sentiment.BUNDLED)
+    sentences, labels = sentiment.read_labelled_sentences(default_data("sentiment"))
     assert len(sentences) == 3000 and labels.sum() == 1500
     train, val, test = sentiment.split(len(sentences))
     assert (len(train), len(val), len(test)) == (2400, 300, 300)
@@ -46,6 +48,7 @@ def test_sentiment_split_and_baselines_are_deterministic():
     np.testing.assert_array_equal(test, sentiment.split(3000)[2])
 
 
+@pytest.mark.slow
 def test_sentiment_predict_is_the_same_on_every_backend(sentiment_run):
     lines = "Good, cheap food!\nThe worst phone I have ever owned.\n"
     outputs = {}
@@ -62,9 +65,10 @@ def test_sentiment_predict_is_the_same_on_every_backend(sentiment_run):
         np.testing.assert_allclose([float(p) for _, p in rows], [float(p) for _, p in reference], atol=2e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["airline-passengers.csv", "yearly-sunspots.csv"])
 def test_timeseries_beats_the_better_baseline(name):
-    result = timeseries.train(os.path.join(DATA, name), progress=False)
+    result = timeseries.TASK.train(os.path.join(DATA, name), progress=False)
     record = result.metrics()
     assert record["metric"] == "test RMSE (one-step)" and record["higher_is_better"] is False
     assert record["value"] < 0.8 * record["baseline"], record           # one-step RMSE
@@ -74,6 +78,7 @@ def test_timeseries_beats_the_better_baseline(name):
                                                     scores["seasonal naive multi-step"][kind]), scores
 
 
+@pytest.mark.slow
 def test_timeseries_beats_baselines_on_a_series_it_has_never_seen(tmp_path):
     """A weekly-seasonal series with a trend, level shifts and AR(1) noise, made up here."""
     rng = np.random.default_rng(7)
@@ -84,6 +89,6 @@ def test_timeseries_beats_baselines_on_a_series_it_has_never_seen(tmp_path):
     values = 50 + 0.05 * np.arange(n) + 8 * np.sin(2 * np.pi * np.arange(n) / 7) + noise
     path = tmp_path / "unseen.csv"
     path.write_text("day,visitors\n" + "".join(f"d{t},{v:.2f}\n" for t, v in enumerate(values)))
-    result = timeseries.train(str(path), backend=None, progress=False)
+    result = timeseries.TASK.train(str(path), backend=None, progress=False)
     assert result.details["season"] == 7
     assert result.value < 0.8 * result.baseline, (result.value, result.baselines)

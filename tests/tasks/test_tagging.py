@@ -83,9 +83,10 @@ def small_pos_folder(folder, sentences=300):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tagging")
-    return tagging.train(epochs=1, backend="numpy", save=directory, progress=False), directory
+    return tagging.TASK.train(epochs=1, backend="numpy", save=directory, progress=False), directory
 
 
+@pytest.mark.slow
 def test_one_epoch_beats_the_most_frequent_tag_baseline(trained):
     result, _ = trained
     assert result.value > result.baseline + 0.01
@@ -94,6 +95,7 @@ def test_one_epoch_beats_the_most_frequent_tag_baseline(trained):
     assert result.details["test_words"] == 25094
 
 
+@pytest.mark.slow
 def test_predict_prints_word_slash_tag(trained):
     _, directory = trained
     out = subprocess.run([sys.executable, "-m", "rnnbackends.cli", "predict", "--checkpoint", str(directory)],
@@ -103,9 +105,10 @@ def test_predict_prints_word_slash_tag(trained):
     assert all(t.split("/")[1] in tagging.UPOS for t in tokens)
 
 
+@pytest.mark.slow
 def test_resume_after_an_interrupt_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
     data = small_pos_folder(tmp_path)
-    whole = tagging.train(data, backend="numpy", epochs=3, seed=5, save=tmp_path / "whole", progress=False)
+    whole = tagging.TASK.train(data, backend="numpy", epochs=3, seed=5, save=tmp_path / "whole", progress=False)
     epoch_rng = tagging.epoch_rng
 
     def interrupt_in_the_third_epoch(seed, epoch):
@@ -115,10 +118,10 @@ def test_resume_after_an_interrupt_repeats_the_uninterrupted_run(tmp_path, monke
 
     monkeypatch.setattr(tagging, "epoch_rng", interrupt_in_the_third_epoch)
     with pytest.raises(KeyboardInterrupt):
-        tagging.train(data, backend="numpy", epochs=3, seed=5, save=tmp_path / "cut", progress=False)
+        tagging.TASK.train(data, backend="numpy", epochs=3, seed=5, save=tmp_path / "cut", progress=False)
     assert checkpoint.read(tmp_path / "cut" / "last")[0]["meta"]["training"]["epoch"] == 2
     monkeypatch.setattr(tagging, "epoch_rng", epoch_rng)
-    resumed = tagging.train(data, backend="numpy", epochs=3, seed=5, save=tmp_path / "cut", progress=False,
+    resumed = tagging.TASK.train(data, backend="numpy", epochs=3, seed=5, save=tmp_path / "cut", progress=False,
                             resume=True)
     for key in ("loss", "val_loss", "val_accuracy"):
         assert [r[key] for r in resumed.histories[0]] == [r[key] for r in whole.histories[0]]

@@ -66,11 +66,12 @@ def test_ngram_baselines_match_a_hand_count():
     assert baselines["bigram"] == pytest.approx(-math.log((2 + 1) / (2 + 4)))     # P(3 | 2): 2 of 2 seen, add-one
 
 
+@pytest.mark.slow
 @needs_data
 def test_a_short_run_beats_the_ngram_baselines_and_generates_from_the_cli(tmp_path):
     text = tmp_path / "shakespeare-head.txt"
     text.write_text(read_text(SHAKESPEARE)[:120_000], encoding="utf-8")
-    result = textgen.train(text, backend="numpy", epochs=3, save=tmp_path / "lm", progress=False)
+    result = textgen.TASK.train(text, backend="numpy", epochs=3, save=tmp_path / "lm", progress=False)
     assert result.metric == "validation nats/char"
     assert result.value < result.baselines["unigram"] - 0.3
     assert result.details["bits_per_char"] == pytest.approx(result.value / math.log(2))
@@ -86,11 +87,12 @@ def test_a_short_run_beats_the_ngram_baselines_and_generates_from_the_cli(tmp_pa
     assert failed.returncode != 0 and "top-k" in failed.stderr and "Traceback" not in failed.stderr
 
 
+@pytest.mark.slow
 @needs_data
 def test_word_level_trains_and_generates_words(tmp_path):
     text = tmp_path / "head.txt"
     text.write_text(read_text(SHAKESPEARE)[:40_000], encoding="utf-8")
-    result = textgen.train(text, backend="numpy", epochs=1, save=tmp_path / "lm", progress=False, level="word")
+    result = textgen.TASK.train(text, backend="numpy", epochs=1, save=tmp_path / "lm", progress=False, level="word")
     assert result.metric == "validation nats/word" and np.isfinite(result.value)
     assert result.details["vocabulary"] > 500                    # words, not characters
     sample = textgen.generate(tmp_path / "lm", "first citizen:", 12, temperature=0.8, seed=2)

@@ -80,11 +80,12 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("translation")
     lines = read_text(PAIRS).split("\n")
     (folder / "pairs.txt").write_text("\n".join(lines[:3000:2]) + "\n", encoding="utf-8")   # 1500 short pairs
-    result = translation.train(folder / "pairs.txt", backend="numpy", epochs=4, save=folder / "model",
+    result = translation.TASK.train(folder / "pairs.txt", backend="numpy", epochs=4, save=folder / "model",
                                progress=False)
     return result, folder
 
 
+@pytest.mark.slow
 def test_training_beats_copying_the_source(trained):
     result, _ = trained
     assert result.details["test_pairs"] == 150
@@ -92,6 +93,7 @@ def test_training_beats_copying_the_source(trained):
     assert result.details["bleu_greedy"] > result.baseline
 
 
+@pytest.mark.slow
 def test_beam_search_scores_at_least_greedy_and_width_one_is_greedy(trained):
     _, folder = trained
     models, meta = checkpoint.load(folder / "model", "numpy")
@@ -112,6 +114,7 @@ def test_beam_search_scores_at_least_greedy_and_width_one_is_greedy(trained):
     np.testing.assert_allclose(scores_width_one, scores_greedy)
 
 
+@pytest.mark.slow
 def test_translate_cli_prints_one_spanish_line_per_english_line(trained):
     _, folder = trained
     out = subprocess.run([sys.executable, "-m", "rnnbackends.cli", "translate", "--checkpoint",
