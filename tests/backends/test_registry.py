@@ -1,4 +1,4 @@
-"""Discovery, availability and selection (DESIGN §4), with throwaway plugins from entry points."""
+"""Discovery, availability and selection (docs/backends.md), with throwaway plugins from entry points."""
 import logging
 import subprocess
 import sys
