@@ -83,7 +83,7 @@ def test_headline_is_written_between_the_markers_and_nowhere_else(tmp_path, monk
     text = page.read_text()
     assert text.startswith(f"before\n{headline.BEGIN}\n") and text.endswith(f"{headline.END}\nafter\n")
     assert "stale" not in text
-    assert "| group (shapes) | forward, 1 thread | fwd+bwd, 1 thread | forward, 2 threads | fwd+bwd, 2 threads |" in text
+    assert "| forward, 1 thread | fwd+bwd, 1 thread | forward, 2 threads | fwd+bwd, 2 threads |" in text
     assert "| training (1) |" in text and "Targets (1 thread / 2 threads):" in text and "(target ≥ 3×:" in text
     assert f"(full table: `{paths[1]}`)" in text and "threads-2/cpu.md`" in text
 
