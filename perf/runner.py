@@ -12,13 +12,15 @@ Suites live beside this file as modules ``perf.<suite>`` (``perf.cpu``, ``perf.g
         was not timed has group, H, B, T and "skipped": why;
     markdown(result) -> str (optional)  the suite's own table; without it ``markdown`` below is used;
     PEER = "torch" | "cudnn" (optional)  the impl that speed-ups are measured against (also read from
-        result["peer"]; for "gpu" it defaults to "cudnn", for "cpu" to "torch").
+        result["peer"]; for "gpu" it defaults to "cudnn", for "cpu" to "torch");
+    target_lines(results) -> [str] (optional)  the suite's targets, for ``python -m perf headline``.
 
 The runner adds result["run"] (command line, UTC time, git commit, Python, load average before and after,
 since other processes on a shared machine disturb timings) and writes ``<suite>.json``, ``<suite>.md`` and
 ``<suite>.png`` (speed-up over the peer against H, one line per B, one panel per pass) under ``--out``.
 ``python -m perf compare OLD.json NEW.json`` matches rows on (suite, group, H, B, T, D, dtype, impl, pass)
-and flags every median that got slower by more than ``--tolerance``.
+and flags every median that got slower by more than ``--tolerance``. Timing goes through ``time_calls``, whose
+``clock`` a suite replaces to time on a device (perf.gpu: CUDA events).
 """
 from __future__ import annotations
 
