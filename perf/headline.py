@@ -1,7 +1,7 @@
 """The perf headline: a short Markdown summary of saved results, written between markers in the README and docs.
 
-``python -m perf headline perf/results/cpu.json perf/results/threads-1/cpu.json`` renders one block (a table of
-geometric-mean speed-ups per group, one pair of columns per result, and the suite's targets) and replaces
+``python -m perf headline perf/results/cpu.json perf/results/threads-1/cpu.json`` renders one block (per suite, a
+table of geometric-mean speed-ups per group, one pair of columns per result, and the suite's targets) and replaces
 what lies between ``<!-- perf-headline:start -->`` and ``<!-- perf-headline:end -->`` in README.md and
 docs/perf.md (``--into`` names other files, ``--print`` writes nothing).
 """
@@ -32,8 +32,6 @@ def load(paths):
             raise SystemExit(f"{path}: not a perf result (no rows); give a <suite>.json from perf run")
         result["path"] = _shown(path)
         results.append(result)
-    if len({r.get("suite") for r in results}) != 1:
-        raise SystemExit("give results of one suite (cpu or gpu) per headline")
     return results
 
 
@@ -52,7 +50,15 @@ def column(result):
 
 
 def headline(results):
-    """The Markdown block: provenance, speed-up table per group, the suite's targets, where the full tables are."""
+    """The Markdown block: one section per suite (cpu, gpu) in the order given."""
+    suites = {}
+    for result in results:
+        suites.setdefault(result.get("suite"), []).append(result)
+    return "\n".join(suite_headline(group) for group in suites.values())
+
+
+def suite_headline(results):
+    """One suite's section: speed-up table per group, the suite's targets, provenance and where the tables are."""
     first = results[0]
     peer = runner.peer_of(first)
     impl = runner.primary_impl(first, peer)
@@ -82,7 +88,9 @@ def headline(results):
     for result in results:
         run = result.get("run", {})
         load = (run.get("load_before") or [float("nan")])[0]
-        where = result.get("machine", {}).get("device") or f"{run.get('cpu', '?')}, {run.get('cpu_count', '?')} cores"
+        machine = result.get("machine", {})
+        where = (f"torch {machine.get('torch', '?')}, cuDNN {machine.get('cudnn', '?')}" if machine.get("device")
+                 else f"{run.get('cpu', '?')}, {run.get('cpu_count', '?')} cores")
         commit = run.get("git_commit", "?")
         commit = commit[:7] + ("+dirty" if commit.endswith("+dirty") else "")
         lines.append(f"- {column(result)}: {where}; {run.get('started_utc', '?')}, commit {commit}, "
@@ -104,7 +112,7 @@ def write_between_markers(path, text):
 
 def add_arguments(parser):
     """The headline command's options."""
-    parser.add_argument("results", nargs="+", help="<suite>.json files of one suite, one column pair each")
+    parser.add_argument("results", nargs="+", help="<suite>.json files, one column pair each, grouped by suite")
     parser.add_argument("--into", nargs="+", type=Path, default=list(PAGES),
                         help="files with the headline markers (default: README.md docs/perf.md)")
     parser.add_argument("--print", action="store_true", help="print the headline, write nothing")

@@ -96,3 +96,18 @@ def test_headline_refuses_a_file_without_markers_and_a_file_that_is_no_result(tm
         headline.write_between_markers(page, "x\n")
     with pytest.raises(SystemExit, match="page.md: cannot read a perf result"):
         headline.load([page])
+
+
+def test_headline_has_one_section_per_suite(tmp_path, monkeypatch):
+    """CPU and GPU results in one headline: a table each, the GPU's columns named by its device, cuDNN its peer."""
+    result, paths = run_toy_suite(tmp_path, monkeypatch, "--groups", "latency")
+    rows = [{"group": "deepbench", "H": 1760, "B": 16, "T": 50, "impl": impl, "pass": p, "median_ms": ms}
+            for impl, ms in (("cupy", 2.0), ("cudnn", 3.0)) for p in ("forward", "forward+backward")]
+    gpu = {"suite": "gpu", "peer": "cudnn", "primary": "cupy", "dtype": "float32", "machine": {"device": "H100"},
+           "rows": rows, "run": {"started_utc": "2026-01-01T00:00:00Z", "git_commit": "abcdef0123"}}
+    gpu_path = tmp_path / "gpu.json"
+    gpu_path.write_text(json.dumps(gpu))
+    text = headline.headline(headline.load([paths[0], gpu_path]))
+    assert text.count("| group (shapes) |") == 2
+    assert "| forward, H100 | fwd+bwd, H100 |" in text and "| deepbench (1) | 1.50× | 1.50× |" in text
+    assert "over cuDNN" in text and "- H100: torch ?, cuDNN ?; 2026-01-01T00:00:00Z, commit abcdef0" in text
