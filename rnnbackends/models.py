@@ -91,8 +91,10 @@ class SequenceClassifier(Model):
     def __init__(self, vocab_size, num_classes=2, embed_dim=64, hidden_size=64, num_layers=1, bidirectional=False,
                  pooling="last", dropout=0.0, embed_dropout=0.0, nonlinearity="tanh", padding_idx=0,
                  backend=None, dtype="float32", seed=0):
-        super().__init__({k: v for k, v in locals().items() if k not in ("self", "backend", "dtype", "seed", "__class__")},
-                         backend, dtype, seed)
+        config = dict(vocab_size=vocab_size, num_classes=num_classes, embed_dim=embed_dim, hidden_size=hidden_size,
+                      num_layers=num_layers, bidirectional=bidirectional, pooling=pooling, dropout=dropout,
+                      embed_dropout=embed_dropout, nonlinearity=nonlinearity, padding_idx=padding_idx)
+        super().__init__(config, backend, dtype, seed)
         self.pooling = pooling
         self.encoder, width = word_encoder(self, vocab_size, embed_dim, padding_idx)
         self.embed_dropout = self.add("embed_dropout", Dropout(embed_dropout, self.rng, **self.common()))
@@ -124,8 +126,10 @@ class SequenceTagger(Model):
 
     def __init__(self, vocab_size, num_tags, embed_dim=64, hidden_size=64, num_layers=1, bidirectional=True,
                  dropout=0.0, nonlinearity="tanh", padding_idx=0, backend=None, dtype="float32", seed=0):
-        super().__init__({k: v for k, v in locals().items() if k not in ("self", "backend", "dtype", "seed", "__class__")},
-                         backend, dtype, seed)
+        config = dict(vocab_size=vocab_size, num_tags=num_tags, embed_dim=embed_dim, hidden_size=hidden_size,
+                      num_layers=num_layers, bidirectional=bidirectional, dropout=dropout, nonlinearity=nonlinearity,
+                      padding_idx=padding_idx)
+        super().__init__(config, backend, dtype, seed)
         self.encoder, width = word_encoder(self, vocab_size, embed_dim, padding_idx)
         self.rnn = self.add("rnn", RNN(width, hidden_size, num_layers, bidirectional, nonlinearity, dropout,
                                        rng=self.rng, **self.common()))
@@ -150,8 +154,10 @@ class FeatureTagger(Model):
     def __init__(self, vocab_size, num_features, num_tags, embed_dim=32, hidden_size=128, num_layers=1,
                  bidirectional=True, dropout=0.0, embed_dropout=0.0, nonlinearity="tanh", padding_idx=0,
                  backend=None, dtype="float32", seed=0):
-        super().__init__({k: v for k, v in locals().items() if k not in ("self", "backend", "dtype", "seed", "__class__")},
-                         backend, dtype, seed)
+        config = dict(vocab_size=vocab_size, num_features=num_features, num_tags=num_tags, embed_dim=embed_dim,
+                      hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional, dropout=dropout,
+                      embed_dropout=embed_dropout, nonlinearity=nonlinearity, padding_idx=padding_idx)
+        super().__init__(config, backend, dtype, seed)
         self.num_features, self.embed_dim = num_features, embed_dim
         self.embedding = self.add("embedding", Embedding(vocab_size, embed_dim, padding_idx, self.rng, **self.common()))
         self.embed_dropout = self.add("embed_dropout", Dropout(embed_dropout, self.rng, **self.common()))
@@ -183,8 +189,9 @@ class LanguageModel(Model):
 
     def __init__(self, vocab_size, embed_dim=64, hidden_size=128, num_layers=1, dropout=0.0, nonlinearity="tanh",
                  stateful=False, padding_idx=None, backend=None, dtype="float32", seed=0):
-        super().__init__({k: v for k, v in locals().items() if k not in ("self", "backend", "dtype", "seed", "__class__")},
-                         backend, dtype, seed)
+        config = dict(vocab_size=vocab_size, embed_dim=embed_dim, hidden_size=hidden_size, num_layers=num_layers,
+                      dropout=dropout, nonlinearity=nonlinearity, stateful=stateful, padding_idx=padding_idx)
+        super().__init__(config, backend, dtype, seed)
         self.stateful = stateful
         self.encoder, width = word_encoder(self, vocab_size, embed_dim, padding_idx)
         self.rnn = self.add("rnn", RNN(width, hidden_size, num_layers, False, nonlinearity, dropout,
@@ -237,8 +244,10 @@ class EncoderDecoder(Model):
 
     def __init__(self, source_vocab_size, target_vocab_size, embed_dim=64, hidden_size=128, nonlinearity="tanh",
                  padding_idx=0, dropout=0.0, feed_context=False, backend=None, dtype="float32", seed=0):
-        super().__init__({k: v for k, v in locals().items() if k not in ("self", "backend", "dtype", "seed", "__class__")},
-                         backend, dtype, seed)
+        config = dict(source_vocab_size=source_vocab_size, target_vocab_size=target_vocab_size, embed_dim=embed_dim,
+                      hidden_size=hidden_size, nonlinearity=nonlinearity, padding_idx=padding_idx, dropout=dropout,
+                      feed_context=feed_context)
+        super().__init__(config, backend, dtype, seed)
         common = self.common()
         self.embed_dim, self.feed_context = embed_dim, feed_context
         self.source_embedding = self.add("source_embedding", Embedding(source_vocab_size, embed_dim, padding_idx, self.rng, **common))
@@ -307,8 +316,9 @@ class Forecaster(Model):
 
     def __init__(self, input_size=1, hidden_size=32, num_layers=1, horizon=1, dropout=0.0, nonlinearity="tanh",
                  backend=None, dtype="float32", seed=0):
-        super().__init__({k: v for k, v in locals().items() if k not in ("self", "backend", "dtype", "seed", "__class__")},
-                         backend, dtype, seed)
+        config = dict(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, horizon=horizon,
+                      dropout=dropout, nonlinearity=nonlinearity)
+        super().__init__(config, backend, dtype, seed)
         self.rnn = self.add("rnn", RNN(input_size, hidden_size, num_layers, False, nonlinearity, dropout,
                                        return_sequences=False, rng=self.rng, **self.common()))
         self.output = self.add("output", Dense(hidden_size, horizon, rng=self.rng, **self.common()))

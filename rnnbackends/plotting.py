@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 
+def plot_title(result):
+    """The title of the loss panel: the task, its metric as reported, and the best baseline."""
+    return f"{result.task}: {result.metric} {result.value:.3f} (best baseline {result.baseline:.3f})"
+
+
 def plot_result(result, path):
     """Save a PNG: loss per epoch, validation metrics per epoch (when there are any), forecasts (when there are any)."""
     try:
@@ -25,7 +30,7 @@ def plot_result(result, path):
             ax.plot(epochs, [r["val_loss"] for r in history], color=f"C{i}", linestyle="--", label=f"model {i + 1} validation")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
-    ax.set_title(f"{result.task}: test {result.metric} {result.value:.3f} (best baseline {result.baseline:.3f})")
+    ax.set_title(plot_title(result))
     ax.legend(fontsize=7)
     if metrics:
         ax = axes.pop(0)
