@@ -160,8 +160,8 @@ def npz_arrays(payload, where):
     return arrays
 
 
-def read(directory):
-    """(index dict, host arrays dict) of a checkpoint, checked for format and integrity; arrays load without pickle."""
+def read_index(directory):
+    """The checked ``checkpoint.json`` of a checkpoint folder (its meta, models and weights entry), weights unread."""
     directory = Path(directory)
     index_path = directory / INDEX
     if not index_path.is_file():
@@ -174,6 +174,13 @@ def read(directory):
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"{index_path}: not valid JSON ({str(exc)[:100]})") from None
     check_index(index, index_path)
+    return index
+
+
+def read(directory):
+    """(index dict, host arrays dict) of a checkpoint, checked for format and integrity; arrays load without pickle."""
+    directory = Path(directory)
+    index = read_index(directory)
     weights_path = directory / index["weights"]
     payload = read_inside(directory, index["weights"], MAX_WEIGHTS_BYTES)
     if hashlib.sha256(payload).hexdigest() != index["sha256"]:

@@ -244,3 +244,43 @@ def test_checkpoint_files_get_the_users_umask(tmp_path, umask):
         os.umask(previous)
     for path in tmp_path.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+
+
+def test_read_index_checks_the_index_without_reading_the_weights(tmp_path):
+    folder, index = saved(tmp_path)
+    (folder / index["weights"]).unlink()
+    assert checkpoint.read_index(folder)["meta"]["task"] == "demo"
+    refused(folder, "missing; the checkpoint is incomplete")
+
+
+@pytest.mark.parametrize("damage", ["dev-zero", "outside", "list", "no-meta", "relabel", "truncated", "int8"])
+def test_predict_on_a_damaged_checkpoint_exits_2_with_one_line(tmp_path, monkeypatch, capsys, damage):
+    from rnnbackends import cli
+    from rnnbackends.data import PAD, UNK, Tokenizer
+    vocabulary = [PAD, UNK, "good", "bad", "food"]
+    model = SequenceClassifier(len(vocabulary), 2, embed_dim=4, hidden_size=5, backend="numpy", seed=0)
+    folder = tmp_path / "ckpt"
+    checkpoint.save(folder, [model], {"task": "sentiment", "tokenizer": Tokenizer().config(), "vocabulary": vocabulary})
+    monkeypatch.setattr("sys.stdin", io.StringIO("good food\n"))
+    assert cli.main(["predict", "--checkpoint", str(folder), "--backend", "numpy"]) == 0
+    assert capsys.readouterr().out.startswith(("positive\t", "negative\t"))
+    index = json.loads((folder / checkpoint.INDEX).read_text())
+    weights = folder / index["weights"]
+    if damage in ("dev-zero", "outside"):
+        weights.unlink()
+        weights.symlink_to("/dev/zero" if damage == "dev-zero" else tmp_path / "elsewhere.npz")
+        (tmp_path / "elsewhere.npz").write_bytes(b"PK")
+    elif damage == "list":
+        rewrite(folder, [index])
+    elif damage == "no-meta":
+        rewrite(folder, {k: v for k, v in index.items() if k != "meta"})
+    elif damage == "relabel":
+        (folder / checkpoint.INDEX).write_text(json.dumps(index).replace('"task": "sentiment"', '"task": "tagging"'))
+    elif damage == "truncated":
+        rewrite(folder, dict(index), weights.read_bytes()[:-100])
+    else:
+        rewrite(folder, dict(index), npz_bytes({k: v.astype(np.int8) for k, v in checkpoint.read(folder)[1].items()}))
+    monkeypatch.setattr("sys.stdin", io.StringIO("good food\n"))
+    assert cli.main(["predict", "--checkpoint", str(folder), "--backend", "numpy"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "Traceback" not in captured.err
