@@ -6,6 +6,7 @@ import http.server
 import io
 import lzma
 import socket
+import sys
 import threading
 import zipfile
 
@@ -116,6 +117,7 @@ def sha256(data):
 @pytest.fixture
 def corpora(server, tmp_path, monkeypatch):
     """Two fixture corpora (a plain file, a zip to unpack) served locally, and a fresh cache folder."""
+    pytest.importorskip("pooch")
     base, www = server
     text = "Go.\tVe.\nHi.\tHola.\n" * 60
     archive = io.BytesIO()
@@ -225,3 +227,9 @@ def test_the_real_corpora_pin_every_file_by_sha256_at_fixed_commits():
     with pytest.raises(ValueError, match="unknown corpus 'ewt'"):
         remote.corpus("ewt")
     assert set(BUNDLED) >= {"tagging", "translation"}
+
+
+def test_without_the_data_extra_fetch_says_what_to_install(corpora, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pooch", None)
+    with pytest.raises(ValueError, match=r"pip install 'rnnbackends\[data\]'"):
+        remote.fetch("plain")
