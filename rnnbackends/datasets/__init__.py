@@ -30,7 +30,7 @@ def read_text(path):
     """The whole UTF-8 text of a plain, ``.gz`` or ``.xz`` file, line endings untouched (split it on ``"\\n"``)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+        raise ValueError(f"{path}: is a folder, not a file" if path.is_dir() else f"{path}: no such file")
     opener = OPENERS.get(path.suffix, open)
     try:
         with opener(path, "rt", encoding="utf-8", newline="") as f:

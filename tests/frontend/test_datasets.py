@@ -67,7 +67,7 @@ def test_read_text_refuses_truncated_or_corrupt_files_in_one_line(tmp_path, suff
 
 def test_read_text_refuses_missing_folders_and_non_utf8(tmp_path):
     (tmp_path / "latin1.txt").write_bytes("caf\u00e9\n".encode("latin-1"))
-    for path, message in ((tmp_path / "nope.txt", "no such file"), (tmp_path, "no such file"),
+    for path, message in ((tmp_path / "nope.txt", "no such file"), (tmp_path, "is a folder, not a file"),
                           (tmp_path / "latin1.txt", "not UTF-8 text")):
         with pytest.raises(ValueError, match=message):
             read_text(path)
