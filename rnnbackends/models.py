@@ -61,7 +61,8 @@ class Model:
         params = self.params
         missing, unexpected = set(params) - set(state), set(state) - set(params)
         if missing or unexpected:
-            raise ValueError(f"weights do not fit the model: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+            raise ValueError(f"weights do not fit the model: missing {sorted(missing)}, "
+                             f"unexpected {sorted(unexpected)}")
         for name, value in state.items():
             layer_name, param_name = name.split(".", 1)
             layer = self.layers[layer_name]
@@ -78,12 +79,13 @@ class Model:
 def word_encoder(model, vocab_size, embed_dim, padding_idx):
     """An Embedding layer, or the lecture's OneHot encoding when ``embed_dim`` is 0; returns (layer, its width)."""
     if embed_dim:
-        return model.add("embedding", Embedding(vocab_size, embed_dim, padding_idx, model.rng, **model.common())), embed_dim
+        return model.add("embedding", Embedding(vocab_size, embed_dim, padding_idx, model.rng,
+                                                **model.common())), embed_dim
     return model.add("one_hot", OneHot(vocab_size, padding_idx, **model.common())), vocab_size
 
 
 class SequenceClassifier(Model):
-    """Many-to-one: words -> Embedding -> RNN -> (last state | mean | max over steps) -> Dropout -> Dense -> logits (B, K).
+    """Many-to-one: words -> Embedding -> RNN -> (last state | mean | max over steps) -> Dropout -> Dense -> (B, K).
 
     With ``num_classes=2`` there is one logit per sentence (binary cross-entropy); otherwise K logits.
     """
@@ -103,7 +105,8 @@ class SequenceClassifier(Model):
         self.pool = self.add("pool", SequencePool(pooling, **self.common())) if pooling != "last" else None
         self.dropout = self.add("dropout", Dropout(dropout, self.rng, **self.common()))
         outputs = 1 if num_classes == 2 else num_classes
-        self.output = self.add("output", Dense(hidden_size * self.rnn.directions, outputs, rng=self.rng, **self.common()))
+        self.output = self.add("output", Dense(hidden_size * self.rnn.directions, outputs, rng=self.rng,
+                                               **self.common()))
 
     def forward(self, ids, lengths=None):
         """ids (T, B), lengths (B,) -> logits (B,) for two classes, else (B, K)."""
@@ -133,7 +136,8 @@ class SequenceTagger(Model):
         self.encoder, width = word_encoder(self, vocab_size, embed_dim, padding_idx)
         self.rnn = self.add("rnn", RNN(width, hidden_size, num_layers, bidirectional, nonlinearity, dropout,
                                        rng=self.rng, **self.common()))
-        self.output = self.add("output", Dense(hidden_size * self.rnn.directions, num_tags, rng=self.rng, **self.common()))
+        self.output = self.add("output", Dense(hidden_size * self.rnn.directions, num_tags, rng=self.rng,
+                                               **self.common()))
 
     def forward(self, ids, lengths=None):
         """ids (T, B), lengths (B,) -> logits (T, B, K); padding steps give the bias only and are masked in the loss."""
@@ -164,7 +168,8 @@ class FeatureTagger(Model):
         self.rnn = self.add("rnn", RNN(num_features * embed_dim, hidden_size, num_layers, bidirectional, nonlinearity,
                                        dropout, rng=self.rng, **self.common()))
         self.dropout = self.add("dropout", Dropout(dropout, self.rng, **self.common()))
-        self.output = self.add("output", Dense(hidden_size * self.rnn.directions, num_tags, rng=self.rng, **self.common()))
+        self.output = self.add("output", Dense(hidden_size * self.rnn.directions, num_tags, rng=self.rng,
+                                               **self.common()))
 
     def forward(self, ids, lengths=None):
         """ids (T, B, F), lengths (B,) -> logits (T, B, K)."""
@@ -250,19 +255,22 @@ class EncoderDecoder(Model):
         super().__init__(config, backend, dtype, seed)
         common = self.common()
         self.embed_dim, self.feed_context = embed_dim, feed_context
-        self.source_embedding = self.add("source_embedding", Embedding(source_vocab_size, embed_dim, padding_idx, self.rng, **common))
-        self.target_embedding = self.add("target_embedding", Embedding(target_vocab_size, embed_dim, padding_idx, self.rng, **common))
+        self.source_embedding = self.add("source_embedding", Embedding(source_vocab_size, embed_dim, padding_idx,
+                                                                       self.rng, **common))
+        self.target_embedding = self.add("target_embedding", Embedding(target_vocab_size, embed_dim, padding_idx,
+                                                                       self.rng, **common))
         self.encoder = self.add("encoder", RNN(embed_dim, hidden_size, nonlinearity=nonlinearity,
                                                return_sequences=False, rng=self.rng, **common))
         decoder_input = embed_dim + hidden_size if feed_context else embed_dim
-        self.decoder = self.add("decoder", RNN(decoder_input, hidden_size, nonlinearity=nonlinearity, rng=self.rng, **common))
+        self.decoder = self.add("decoder", RNN(decoder_input, hidden_size, nonlinearity=nonlinearity, rng=self.rng,
+                                               **common))
         self.output = self.add("output", Dense(hidden_size, target_vocab_size, rng=self.rng, **common))
         self.source_dropout = self.add("source_dropout", Dropout(dropout, self.rng, **common))
         self.target_dropout = self.add("target_dropout", Dropout(dropout, self.rng, **common))
         self.output_dropout = self.add("output_dropout", Dropout(dropout, self.rng, **common))
 
     def decoder_input(self, x_target, summary):
-        """Target embeddings (T, B, D) -> the decoder's input: (T, B, D), or (T, B, D+H) with the summary (B, H) appended."""
+        """Target embeddings (T, B, D) -> the decoder's input: (T, B, D), or (T, B, D+H) with the summary (B, H)."""
         if not self.feed_context:
             return x_target
         T, B, _ = x_target.shape
@@ -312,7 +320,7 @@ class EncoderDecoder(Model):
 
 
 class Forecaster(Model):
-    """Time-series prediction: a window of past values X (T, B, F) -> RNN -> last state -> Dense -> next ``horizon`` values."""
+    """Time series: a window of past values X (T, B, F) -> RNN -> last state -> Dense -> the next ``horizon`` values."""
 
     def __init__(self, input_size=1, hidden_size=32, num_layers=1, horizon=1, dropout=0.0, nonlinearity="tanh",
                  backend=None, dtype="float32", seed=0):
@@ -332,7 +340,8 @@ class Forecaster(Model):
         self.rnn.backward(self.output.backward(d_predictions))
 
 
-MODELS = {cls.__name__: cls for cls in (SequenceClassifier, SequenceTagger, FeatureTagger, LanguageModel, EncoderDecoder,
+MODELS = {cls.__name__: cls for cls in (SequenceClassifier, SequenceTagger, FeatureTagger, LanguageModel,
+                                        EncoderDecoder,
                                            Forecaster)}
 
 

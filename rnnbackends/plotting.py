@@ -1,4 +1,4 @@
-"""Plots of a training run with matplotlib: loss and metric curves, and the forecast against the truth for time series."""
+"""Plots of a training run with matplotlib: loss and metric curves, and forecasts against the truth for time series."""
 from __future__ import annotations
 
 
@@ -27,7 +27,8 @@ def plot_result(result, path):
         epochs = [r["epoch"] for r in history]
         ax.plot(epochs, [r["loss"] for r in history], color=f"C{i}", label=f"model {i + 1} train")
         if "val_loss" in history[0]:
-            ax.plot(epochs, [r["val_loss"] for r in history], color=f"C{i}", linestyle="--", label=f"model {i + 1} validation")
+            ax.plot(epochs, [r["val_loss"] for r in history], color=f"C{i}", linestyle="--",
+                    label=f"model {i + 1} validation")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title(plot_title(result))

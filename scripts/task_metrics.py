@@ -71,7 +71,8 @@ def markdown(records):
                  "decoding the test set) on a 2-core machine shared with other jobs, with BLAS and Numba on one "
                  "thread each (oversubscribed threads made these runs about 10× slower).")
     for r in records:
-        lines += ["", f"**{r['task']}** (best epoch {r['details'].get('best_epoch')} of {len(r['epochs'])}):", "", "```"]
+        lines += ["", f"**{r['task']}** (best epoch {r['details'].get('best_epoch')} of {len(r['epochs'])}):", "",
+                  "```"]
         lines += r["examples"]
         lines.append("```")
     return "\n".join(lines) + "\n"

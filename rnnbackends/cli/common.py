@@ -69,7 +69,8 @@ def add_backend_option(parser):
 
 def add_checkpoint_option(parser, written_by="'train --save'"):
     """``--checkpoint DIR``: a folder written by ``train --save``."""
-    parser.add_argument("--checkpoint", required=True, type=path, metavar="DIR", help=f"a folder written by {written_by}")
+    parser.add_argument("--checkpoint", required=True, type=path, metavar="DIR",
+                        help=f"a folder written by {written_by}")
 
 
 def add_input_argument(parser, what="input lines"):
@@ -81,7 +82,8 @@ def add_input_argument(parser, what="input lines"):
 def check_input(source):
     """A ValueError unless ``source`` is ``-`` or a readable file."""
     if source != "-" and not Path(source).is_file():
-        raise ValueError(f"{source}: no such file" if not Path(source).exists() else f"{source}: is a folder, not a file")
+        problem = "is a folder, not a file" if Path(source).exists() else "no such file"
+        raise ValueError(f"{source}: {problem}")
 
 
 def read_lines(source):

@@ -2,14 +2,25 @@
 from __future__ import annotations
 
 from ..tasks import get_task, textgen, translation
-from .common import (add_backend_option, add_checkpoint_option, add_input_argument, announce_compilation,
-                     check_backend, check_input, integer, one_blas_thread, read_lines, real)
+from .common import (
+    add_backend_option,
+    add_checkpoint_option,
+    add_input_argument,
+    announce_compilation,
+    check_backend,
+    check_input,
+    integer,
+    one_blas_thread,
+    read_lines,
+    real,
+)
 from .train import checkpoint_task
 
 
 def add_predict_commands(sub):
     """Add ``predict``, ``generate`` (text from a textgen checkpoint) and ``translate`` (English -> Spanish)."""
-    p = sub.add_parser("predict", help="predict with a saved checkpoint: one input per line in, one prediction per line out")
+    p = sub.add_parser("predict",
+                       help="predict with a saved checkpoint: one input per line in, one prediction per line out")
     add_checkpoint_option(p)
     add_input_argument(p)
     add_backend_option(p)

@@ -10,8 +10,17 @@ from pathlib import Path
 from .. import checkpoint
 from ..files import write_atomically
 from ..tasks import TASKS, get_task
-from .common import (add_backend_option, add_checkpoint_option, announce_compilation, check_backend, integer,
-                     log_line, one_blas_thread, path, text)
+from .common import (
+    add_backend_option,
+    add_checkpoint_option,
+    announce_compilation,
+    check_backend,
+    integer,
+    log_line,
+    one_blas_thread,
+    path,
+    text,
+)
 
 
 def task_list():
@@ -100,7 +109,8 @@ def saved_task(index_path):
         index = json.loads(index_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(index, dict) or index.get("format") != checkpoint.FORMAT or not isinstance(index.get("meta"), dict):
+    if not isinstance(index, dict) or index.get("format") != checkpoint.FORMAT or not isinstance(index.get("meta"),
+                                                                                                 dict):
         return None
     return str(index["meta"].get("task"))
 

@@ -17,6 +17,7 @@ from ..optimizers import Adam
 from ..training import Member, fingerprint, train_members
 from . import TaskResult
 from .base import Data, Task
+
 SPLIT_SEED = 20150810          # fixed: the split never depends on --seed (KDD 2015, the dataset's paper)
 EXAMPLES = ["Good, cheap food!", "The battery died after two days and support never answered.",
             "Not bad at all, I would watch it again.", "Worst purchase ever."]
@@ -175,7 +176,8 @@ class Sentiment(Task):
 
         meta = {"task": self.name, "tokenizer": d.tokenizer.config(), "vocabulary": d.vocabulary.tokens}
         run = train_members(members, binary_cross_entropy, validate, epochs=epochs, meta=meta, save=save,
-                            resume=resume, data_fingerprint=fingerprint(d.sentences, d.labels, d.vocabulary.tokens, seed),
+                            resume=resume, data_fingerprint=fingerprint(d.sentences, d.labels, d.vocabulary.tokens,
+                                                                        seed),
                             patience=TRAINING["patience"], clip_norm=TRAINING["clip_norm"], progress=progress,
                             log=log, description="sentiment")
         result = self.score(run.models, d, run.histories, started)

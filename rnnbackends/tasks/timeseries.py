@@ -26,17 +26,17 @@ import numpy as np
 
 from .. import checkpoint
 from ..data import Batch, minibatches
+from ..datasets import default_data, read_text
 from ..layers import to_host
 from ..losses import mean_squared_error
 from ..models import Forecaster
 from ..optimizers import Adam
-from ..datasets import default_data, read_text
 from ..training import Member, fingerprint, train_members
 from . import TaskResult
 from .base import Data, Option, Task
 
 HYPERPARAMETERS = dict(hidden_size=32)
-TRAINING = dict(lr=0.005, batch_size=16, epochs=150, patience=20, clip_norm=1.0, ensemble=5)
+TRAINING = dict(lr=0.005, batch_size=16, epochs=150, updates=3000, patience=20, clip_norm=1.0, ensemble=5)
 MAX_WINDOW = 64                # steps of past changes the RNN reads (2m+1 up to this)
 DAMPING = (0.0, 0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 1.0)   # φ tried on the validation part
 
@@ -63,7 +63,8 @@ def read_series(path):
     dates, values = [], []
     for number, row in enumerate(rows[1:], 2):
         if len(row) != 2:
-            raise ValueError(f"{path}:{number}: expected 2 columns 'date,value', got {len(row)}: {','.join(row)[:60]!r}")
+            raise ValueError(f"{path}:{number}: expected 2 columns 'date,value', got {len(row)}: "
+                             f"{','.join(row)[:60]!r}")
         try:
             values.append(float(row[1]))
         except ValueError:
@@ -125,7 +126,7 @@ class Scaler:
 
 
 def windows(changes, window, start, stop):
-    """Inputs (window, N, 1) and targets (N, 1) for predicting changes[t] from changes[t-window:t], start <= t < stop."""
+    """Inputs (window, N, 1) and targets (N, 1): changes[t] from changes[t-window:t], for start <= t < stop."""
     targets = np.arange(max(start, window), stop)
     x = np.stack([changes[t - window:t] for t in targets], axis=1)[:, :, None]     # (T, N, 1)
     return x, changes[targets][:, None]
@@ -240,7 +241,7 @@ class Timeseries(Task):
 
     def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
               log=None, season=None):
-        """Train an ensemble of forecasters; returns a TaskResult with one-step test RMSE against the better baseline."""
+        """Train an ensemble of forecasters; a TaskResult with one-step test RMSE against the better baseline."""
         started = time.perf_counter()
         season_option = season
         path, dates, values, n_train, n_val, n_test, season = self.prepare(data, season)
@@ -249,7 +250,9 @@ class Timeseries(Task):
         changes = scaler.changes(scaler.to_level(values))                  # changes[t] = z[t+1] - z[t], standardised
         train_x, train_y = windows(changes, window, 0, n_train - 1)
         val_x, val_y = windows(changes, window, n_train - 1, n_train + n_val - 1)
-        epochs = TRAINING["epochs"] if epochs is None else epochs
+        batches_per_epoch = -(-train_x.shape[1] // TRAINING["batch_size"])
+        if epochs is None:                      # a long series gets fewer, longer epochs: the same update budget
+            epochs = max(1, min(TRAINING["epochs"], TRAINING["updates"] // batches_per_epoch))
         members = []
         for member in range(TRAINING["ensemble"]):
             model = Forecaster(1, **HYPERPARAMETERS, backend=backend, seed=seed * 1000 + member)

@@ -93,7 +93,7 @@ def translate_ids(model, source_ids, target_vocabulary, beam_size=1, batch_size=
 
 
 def bleu(hypotheses, references):
-    """Case-insensitive corpus BLEU (sacrebleu, 13a tokenisation) of detokenised hypotheses against one reference each."""
+    """Case-insensitive corpus BLEU (sacrebleu, 13a tokens) of detokenised hypotheses against one reference each."""
     try:
         import sacrebleu
     except ImportError:
@@ -132,7 +132,7 @@ class Translation(Task):
 
     def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
               log=None):
-        """Train with teacher forcing; report test BLEU of greedy and beam-search decoding against copying the source."""
+        """Train with teacher forcing; report test BLEU of greedy and beam-search decoding against copying."""
         started = time.perf_counter()
         d = prepare(data)
         start_id, end_id = d.target_vocabulary.index[START], d.target_vocabulary.index[END]

@@ -44,7 +44,8 @@ def test_train_save_predict_evaluate_metrics_and_plot(tmp_path, capsys, tiny_dat
     assert record["task"] == "timeseries" and record["backend"] == "numpy" and record["higher_is_better"] is False
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     history = tmp_path / "history.txt"
-    history.write_text(" ".join(str(v) for v in range(100, 160)) + "\n" + ",".join(str(v) for v in range(200, 260)) + "\n")
+    history.write_text(" ".join(str(v) for v in range(100, 160)) + "\n" + ",".join(str(v) for v in range(200,
+                                                                                                         260)) + "\n")
     assert main(["predict", "--checkpoint", str(save), str(history)]) == 0
     lines = capsys.readouterr().out.split()
     assert len(lines) == 2 and all(float(v) > 0 for v in lines)
@@ -190,7 +191,8 @@ def test_help_claims_bundled_data_only_when_it_is_installed(monkeypatch, capsys)
     task = get_task("tagging")
     assert main(["train", "--help"]) == 0
     assert "UD English-EWT: a 2,065-sentence train subset, dev and test (bundled)" in capsys.readouterr().out
-    monkeypatch.setattr(type(task), "data", Data(task.data.description, task.data.accepts, lambda: common.Path("/no/such"),
+    monkeypatch.setattr(type(task), "data", Data(task.data.description, task.data.accepts,
+                                                 lambda: common.Path("/no/such"),
                                                   "folder"))
     assert main(["train", "--help"]) == 0
     out = capsys.readouterr().out

@@ -19,7 +19,7 @@ def write_csv(path, dates, values):
 
 
 def monthly_cycle(path, years=250, seed=11):
-    """Monthly values with a sunspot-like 132-month (11-year) cycle of varying amplitude, AR(1) noise; 300 test steps."""
+    """Monthly values with a sunspot-like 132-month (11-year) cycle of varying amplitude and AR(1) noise."""
     rng = np.random.default_rng(seed)
     n = 12 * years
     t = np.arange(n)

@@ -49,7 +49,8 @@ def test_detokenize_and_reversed_source():
 def test_encoder_decoder_with_dropout_gradients(backend_name, feed_context):
     model = EncoderDecoder(9, 8, embed_dim=3, hidden_size=4, dropout=0.3, feed_context=feed_context,
                            backend=backend_name, dtype="float64")
-    inputs = (np.array([[1, 2], [4, 3], [5, 0]]), np.array([3, 2]), np.array([[2, 2], [5, 6], [7, 0]]), np.array([3, 2]))
+    inputs = (np.array([[1, 2], [4, 3], [5, 0]]), np.array([3, 2]), np.array([[2, 2], [5, 6], [7, 0]]), np.array([3,
+                                                                                                                  2]))
     weights = np.random.default_rng(2).normal(size=(3, 2, 8))
 
     def loss():
@@ -65,9 +66,11 @@ def test_encoder_decoder_with_dropout_gradients(backend_name, feed_context):
 
 @pytest.mark.parametrize("feed_context", [False, True])
 def test_decoding_step_by_step_matches_teacher_forcing(feed_context):
-    model = EncoderDecoder(9, 8, embed_dim=3, hidden_size=4, feed_context=feed_context, backend="numpy", dtype="float64")
+    model = EncoderDecoder(9, 8, embed_dim=3, hidden_size=4, feed_context=feed_context, backend="numpy",
+                           dtype="float64")
     model.eval()
-    source, lengths, target_in = np.array([[1, 2], [4, 3], [5, 0]]), np.array([3, 2]), np.array([[2, 2], [5, 6], [7, 3]])
+    source, lengths, target_in = np.array([[1, 2], [4, 3], [5, 0]]), np.array([3, 2]), np.array([[2, 2], [5, 6], [7,
+                                                                                                                  3]])
     forced = to_host(model.forward(source, lengths, target_in))                   # (T, B, V)
     state = model.encode(source, lengths)
     for t in range(3):
