@@ -111,3 +111,11 @@ def test_headline_has_one_section_per_suite(tmp_path, monkeypatch):
     assert text.count("| group (shapes) |") == 2
     assert "| forward, H100 | fwd+bwd, H100 |" in text and "| deepbench (1) | 1.50× | 1.50× |" in text
     assert "over cuDNN" in text and "- H100: torch ?, cuDNN ?; 2026-01-01T00:00:00Z, commit abcdef0" in text
+
+
+def test_the_pages_the_headline_writes_have_their_markers():
+    """README.md and docs/perf.md each hold one headline block for python -m perf headline to rewrite."""
+    for page in headline.PAGES:
+        text = page.read_text(encoding="utf-8")
+        assert text.count(headline.BEGIN) == text.count(headline.END) == 1, page
+        assert text.index(headline.BEGIN) < text.index(headline.END), page
