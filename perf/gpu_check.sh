@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # One command for a GPU node (CUDA, CuPy, PyTorch, numba, pluggy and pytest installed; no network needed):
 #   bash perf/gpu_check.sh OUT_DIR
-# installs this checkout without dependencies, prints the device, runs the conformance kit and the GPU
-# tests on the real device, compute-sanitizer (memcheck, racecheck, synccheck) on one small case of each
-# kernel, then the GPU perf grid; writes gpu.json, gpu.md, summary.md and every log under OUT_DIR.
-# Budget: under 8 minutes on one H100. Exit status: 0 only if every step passed.
+# installs this checkout without dependencies, prints the device, compiles every .cu with nvcc and NVRTC
+# (cuda-bindings, if installed), runs the conformance kit (rnn, gru, lstm) and the GPU tests on the real device,
+# compute-sanitizer (memcheck, racecheck, synccheck) on one small case of each kernel of every cell, then the GPU
+# perf grid for every cell; writes gpu.json, gpu.md, summary.md and every log under OUT_DIR.
+# Budget: about 10 minutes on one H100/H200. Exit status: 0 only if every step passed.
 set -uo pipefail
 
 OUT=${1:?usage: bash perf/gpu_check.sh OUT_DIR}
@@ -52,18 +53,21 @@ $PY -m rnnbackends.cli backends || rnnbackends backends"
 if command -v nvcc >/dev/null; then
     step nvcc 180 "$PY" -m pytest -q -s -p no:cacheprovider tests/cupy/test_nvcc.py
 fi
+step nvrtc 240 "$PY" -m pytest -q -rs -p no:cacheprovider tests/cupy/test_nvrtc.py  # skips without cuda-bindings
 
 step kit 240 env RNNBACKENDS_TEST_BACKEND=cupy "$PY" -m pytest -q -p no:cacheprovider --pyargs rnnbackends.testing
 
-step gpu_tests 300 "$PY" -m pytest -q -p no:cacheprovider tests/cupy/test_gpu.py \
+step gpu_tests 420 "$PY" -m pytest -q -p no:cacheprovider tests/cupy/test_gpu.py \
     --deselect "tests/cupy/test_gpu.py::test_conformance_kit_on_device[auto]"  # the kit step ran auto
 
-# One small case per kernel: the persistent pair (cooperative) and the step pair (eagerly, then as a graph).
+# One small case per kernel and cell: the persistent pairs (cooperative) and the step pairs (eagerly, then as a graph).
 cat >"$OUT/sanitize_case.py" <<'EOF'
 import os, sys
+sys.path.insert(0, os.getcwd())  # the checkout: the tests.cupy case helpers
 import cupy, numpy as np
 from rnnbackends.testing import make_case
 from rnnbackends_cupy.backend import CupyBackend
+from tests.cupy.test_emulator import _cell_inputs, _run_cell
 be = CupyBackend()
 for path, B in (("persistent", 3), ("graph", 6)):
     os.environ["RNNBACKENDS_CUPY_PATH"] = path
@@ -71,6 +75,9 @@ for path, B in (("persistent", 3), ("graph", 6)):
         arrays, lengths = make_case(5, B, 3, 40, dtype, lengths=[5, 2, 1, 4, 5, 3][:B])
         a, a_n, saved = be.forward_sequence(*map(cupy.asarray, arrays), lengths=lengths)
         be.backward_sequence(saved, cupy.ones_like(a), cupy.ones_like(a_n))
+        for cell in ("gru", "lstm"):
+            inputs = _cell_inputs(cell, 5, B, 40, dtype, [5, 2, 1, 4, 5, 3][:B])
+            _run_cell(be, cell, *[v if i == 6 else cupy.asarray(v) for i, v in enumerate(inputs)])
 cupy.cuda.Device().synchronize()
 print("sanitizer case ran; persistent_error =", be.device.persistent_error)
 sys.exit(1 if be.device.persistent_error else 0)
@@ -88,8 +95,8 @@ else
 fi
 
 ELAPSED=$(( $(date +%s) - START ))
-BUDGET=$(( 450 - ELAPSED ))  # leave the perf grid what is left of ~7.5 minutes
-[ $BUDGET -lt 60 ] && BUDGET=60
+BUDGET=$(( 540 - ELAPSED ))  # leave the perf grid (three cells) what is left of ~9 minutes
+[ $BUDGET -lt 120 ] && BUDGET=120
 step perf 420 "$PY" -m perf run --suite gpu --out "$OUT" --time-budget "$BUDGET"
 [ -f "$OUT/gpu.md" ] && cat "$OUT/gpu.md"
 

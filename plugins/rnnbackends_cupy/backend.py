@@ -24,10 +24,11 @@ def _device():
 
 
 class CupyBackend(ChainBackend):
-    """A-chain kernels in persistent.cu / step.cu, everything else through CuPy (cuBLAS)."""
+    """A-chain kernels in persistent.cu / step.cu (rnn) and gated_persistent.cu / gated_step.cu (gru, lstm),
+    everything else through CuPy (cuBLAS)."""
 
     name = "cupy"
-    capabilities = frozenset({"tanh", "relu", "float32", "float64", "lengths"})
+    capabilities = frozenset({"rnn", "gru", "lstm", "tanh", "relu", "float32", "float64", "lengths"})
 
     def __init__(self, device=None):
         self._device = device
@@ -47,9 +48,9 @@ class CupyBackend(ChainBackend):
         except Exception as exc:  # pragma: no cover - the probe must never raise
             return False, f"availability probe failed: {type(exc).__name__}: {exc}"
 
-    def path(self, B, H, dtype):
-        """The A-chain path (chain.Path) this device takes for a batch of B rows of H units."""
-        return chain.choose_path(B, H, np.dtype(dtype).itemsize, self.device.limits)
+    def path(self, B, H, dtype, cell="rnn"):
+        """The A-chain path (chain.Path) this device takes for a batch of B rows of H units of `cell`."""
+        return chain.choose_path(B, H, np.dtype(dtype).itemsize, self.device.limits, gates=chain.GATES[cell])
 
     def rnn_forward_chain(self, z, a0, w_a, b_a, steps, nonlinearity):
         """A_1..A_T (T, B, H) from z = X_t·W_X on the device -> (a, (lengths on the device, path))."""
@@ -64,6 +65,40 @@ class CupyBackend(ChainBackend):
         """dZ_t for all steps (padding 0, d_a never read there) and dA_0 = dZ_1·W_Aᵀ, on the same path."""
         lens, path = chain_saved
         return chain.backward(self.device, path, d_a, d_a_n, a, w_a, lens, nonlinearity == "relu")
+
+    def gru_forward_chain(self, z, a0, w_a, b_a, b_r, steps):
+        """GRU A_1..A_T (T, B, H) from z = X_t·W_X (T, B, 3H) -> (a, (lengths, path, r/u/n/Z_Rn (T, B, 4H)))."""
+        T, B, G = z.shape
+        z += b_a                                                    # Z_X = X_t·W_X + b_A
+        lens = self.xp.asarray(steps, dtype=np.int32)
+        path = self.path(B, G // 3, z.dtype, "gru")
+        a, saved = chain.on_path(self.device, path, chain.gru_forward_persistent, chain.gru_forward_graph,
+                                 z, a0, w_a, b_r, lens)
+        return a, (lens, path, saved)
+
+    def gru_backward_chain(self, d_a, d_a_n, a, a0, w_a, steps, chain_saved):
+        """(dZ_X, dZ_R (T, B, 3H), dA_0 (B, H)) on the forward's path; 0 on padding, d_a never read there."""
+        lens, path, saved = chain_saved
+        return chain.on_path(self.device, path, chain.gru_backward_persistent, chain.gru_backward_graph,
+                             d_a, d_a_n, a, a0, w_a, saved, lens)
+
+    def lstm_forward_chain(self, z, a0, c0, w_a, b_a, b_r, steps):
+        """LSTM A_1..A_T (T, B, H), C_n (B, H) from z = X_t·W_X (T, B, 4H) -> (a, c_n, (lengths, path, C, gates))."""
+        T, B, G = z.shape
+        z += b_a                                                    # Z_X = X_t·W_X + b_A
+        lens = self.xp.asarray(steps, dtype=np.int32)
+        path = self.path(B, G // 4, z.dtype, "lstm")
+        a, c, gates = chain.on_path(self.device, path, chain.lstm_forward_persistent, chain.lstm_forward_graph,
+                                    z, a0, c0, w_a, b_r, lens)
+        c_n = c[self.xp.asarray(steps - 1), self.xp.arange(B)]     # C at each row's last valid step (B, H)
+        return a, c_n, (lens, path, c, gates)
+
+    def lstm_backward_chain(self, d_a, d_a_n, d_c_n, a, a0, c0, w_a, steps, chain_saved):
+        """(dZ, dZ (T, B, 4H), dA_0, dC_0 (B, H)) on the forward's path (dZ_X = dZ_R for the LSTM)."""
+        lens, path, c, gates = chain_saved
+        dz, d_a0, d_c0 = chain.on_path(self.device, path, chain.lstm_backward_persistent, chain.lstm_backward_graph,
+                                       d_a, d_a_n, d_c_n, c, c0, w_a, gates, lens)
+        return dz, dz, d_a0, d_c0
 
 
 def _availability():

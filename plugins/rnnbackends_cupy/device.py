@@ -21,9 +21,18 @@ HERE = Path(__file__).resolve().parent
 MODULES = {
     "persistent.cu": (("rnn_forward_persistent", "rnn_backward_persistent"), True),
     "step.cu": (("rnn_forward_step", "rnn_backward_step"), False),
+    "gated_persistent.cu": (("gru_forward_persistent", "gru_backward_persistent",
+                             "lstm_forward_persistent", "lstm_backward_persistent"), True),
+    "gated_step.cu": (("gru_forward_step", "gru_backward_step", "lstm_forward_step", "lstm_backward_step"), False),
 }
 KERNEL_MODULE = {k: f for f, (ks, _) in MODULES.items() for k in ks}
 CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+OPTIONS = ("-std=c++17",)  # what RawModule gets (CuPy adds its own: arch, -ftz, --device-c when cooperative)
+
+
+def name_expressions(filename):
+    """The instantiations CuPy asks NVRTC for, e.g. 'rnn_forward_step<float>': every kernel, float and double."""
+    return [f"{k}<{t}>" for k in MODULES[filename][0] for t in CTYPE.values()]
 
 
 class Limits(NamedTuple):
@@ -83,10 +92,9 @@ class CudaDevice:
     def module(self, filename):
         """The RawModule of one .cu file (compiled by NVRTC on first use, then cached by CuPy on disk)."""
         if filename not in self._modules:
-            kernels, cooperative = MODULES[filename]
+            cooperative = MODULES[filename][1]
             self._modules[filename] = self.cupy.RawModule(
-                code=kernel_source(filename), options=("-std=c++17",),
-                name_expressions=[f"{k}<{t}>" for k in kernels for t in ("float", "double")],
+                code=kernel_source(filename), options=OPTIONS, name_expressions=name_expressions(filename),
                 enable_cooperative_groups=cooperative)
         return self._modules[filename]
 

@@ -1,37 +1,12 @@
 // The A-chain as one persistent kernel per sequence (small batches): launched once for all T steps with a
 // cooperative launch; block i keeps its slice of W_A in shared memory for every step and the grid meets at
-// one grid-wide barrier per step. Lengths are handled in-kernel. CPU references: reference.py
-// (forward_persistent_reference, backward_persistent_reference); checks: tests/test_cupy_emulator.py.
+// one grid-wide barrier per step. Lengths are handled in-kernel. CPU reference:
+// rnnbackends/reference.py (rnn_forward_chain, rnn_backward_chain); checks: tests/cupy/test_emulator.py.
 //
-// Work split, per step: block i owns H-columns [i*cols, i*cols + cols) of the product (B, H)·(H, H).
-// A work item is (one column, up to ROWS batch rows); a warp takes items i = warp, warp + nwarps, ...;
-// its 32 lanes split the k-sum, and a xor-butterfly of shuffles adds the lanes in a fixed order
-// (deterministic: no atomics). Shared memory: W slice (cols, H) then the staged state (B, H).
-#include "cuda_compat.cuh"
+// Work split, per step: block i owns H-columns [i*cols, i*cols + cols) of the product (B, H)·(H, H), in work
+// items of persistent.cuh. Shared memory: W slice (cols, H) then the staged state (B, H).
+#include "persistent.cuh"
 #include "rnn_math.cuh"
-
-namespace {
-constexpr int ROWS = 4;  // batch rows per work item, each an accumulator in registers
-}
-
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-    for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(RNNB_FULL_MASK, v, m);
-    return v;  // the same bits in every lane (each level adds the same two values)
-}
-
-// Σ_k s[b, k]·w[jj, k] for the item's rows b0..b0+ROWS-1, summed over the warp; valid in every lane.
-template <typename T>
-__device__ __forceinline__ void item_dot(const T* w_s, const T* s, int jj, int b0, int B, int H, int lane,
-                                         T (&acc)[ROWS]) {
-    RNNB_UNROLL for (int r = 0; r < ROWS; ++r) acc[r] = T(0);
-    for (int k = lane; k < H; k += 32) {
-        const T w = w_s[jj * H + k];
-        RNNB_UNROLL for (int r = 0; r < ROWS; ++r)
-            if (b0 + r < B) acc[r] += s[(b0 + r) * H + k] * w;
-    }
-    RNNB_UNROLL for (int r = 0; r < ROWS; ++r) acc[r] = warp_sum(acc[r]);
-}
 
 // A_t[b, j] = g(ZX_t[b, j] + Σ_k A_{t-1}[b, k]·W_A[k, j]) for t < lengths[b], else 0; all T steps.
 template <typename T>

@@ -11,3 +11,8 @@ template <typename T>
 __device__ __forceinline__ T activation_grad(T a, int relu) {  // g'(Z) from A = g(Z)
     return relu ? (a > T(0) ? T(1) : T(0)) : T(1) - a * a;
 }
+
+template <typename T>
+__device__ __forceinline__ T sigmoid(T z) {  // σ(Z) = 1 / (1 + e^-Z)
+    return T(1) / (T(1) + exp(-z));
+}

@@ -1,7 +1,7 @@
 // The A-chain one step at a time (large batches, or W_A too big for on-chip): per step one cuBLAS GEMM
 // (R = A_{t-1}·W_A forward, D = dZ_{t+1}·W_Aᵀ backward) and one of these fused elementwise kernels; the
-// host captures the whole loop in a CUDA graph. CPU references: reference.py (forward_step_reference,
-// backward_step_reference); checks: tests/test_cupy_emulator.py. One thread per (b, j), grid-stride.
+// host captures the whole loop in a CUDA graph. CPU reference: rnnbackends/reference.py
+// (rnn_forward_chain, rnn_backward_chain); checks: tests/cupy/test_emulator.py. One thread per (b, j), grid-stride.
 #include "cuda_compat.cuh"
 #include "rnn_math.cuh"
 

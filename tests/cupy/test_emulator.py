@@ -183,7 +183,7 @@ def test_path_choice_by_shape_and_limits():
 
     assert chain.choose_path(4, 16, 8, lim, force="auto").kind == "persistent"
     assert chain.choose_path(5, 16, 8, lim, force="auto").kind == "graph"
-    assert chain.choose_path(2, 256, 4, lim, force="auto").kind == "graph"  # 64·256·4 B > 16 KiB
+    assert chain.choose_path(2, 256, 4, lim, force="auto").kind == "graph"  # (64 + 2)·256·4 B > 48 KiB
     assert chain.choose_path(2, 16, 8, lim._replace(cooperative=False), force="persistent").kind == "graph"
     h100 = lim._replace(blocks=132, shared_bytes=227 * 1024, threads=256, persistent_max_batch=32)
     p = chain.choose_path(4, 1024, 4, h100, force="auto")
@@ -204,3 +204,127 @@ def test_graph_plans_are_reused():
     again = chain.forward_graph(dev, zx * 0.5, a0, w_a, lengths, 0)
     assert len(chain._plans) == 1 and not np.array_equal(first, again)
     _close(again, reference_forward(zx * 0.5, a0, w_a, lengths, 0), "float32")
+
+
+# -- the gated cells (gated_persistent.cu, gated_step.cu) against the reference chains ----------------------------
+def _cell_inputs(cell, T, B, H, dtype, lengths, seed=0):
+    """z = X_t·W_X (T, B, G·H), A_0, C_0, W_A (H, G·H), b_A, b_R, lengths (int64) and upstream gradients with NaN
+    on the padding of dL/dA (never read)."""
+    G = chain.GATES[cell]
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((T, B, G * H)).astype(dtype)
+    a0, c0 = (rng.uniform(-0.5, 0.5, (B, H)).astype(dtype) for _ in range(2))
+    w_a = (rng.uniform(-1, 1, (H, G * H)) / np.sqrt(H)).astype(dtype)
+    b_a, b_r = (rng.uniform(-0.3, 0.3, G * H).astype(dtype) for _ in range(2))
+    lengths = np.asarray(lengths, dtype=np.int64)
+    d_a = rng.standard_normal((T, B, H)).astype(dtype)
+    d_a[np.arange(T)[:, None] >= lengths[None, :]] = np.nan
+    d_a_n, d_c_n = (rng.standard_normal((B, H)).astype(dtype) for _ in range(2))
+    return z, a0, c0, w_a, b_a, b_r, lengths, d_a, d_a_n, d_c_n
+
+
+def _run_cell(be, cell, z, a0, c0, w_a, b_a, b_r, lengths, d_a, d_a_n, d_c_n):
+    """Forward and backward chain of `cell` on backend (or module) `be` -> {name: array}."""
+    if cell == "gru":
+        a, saved = be.gru_forward_chain(z.copy(), a0, w_a, b_a, b_r, lengths)
+        dz_x, dz_r, d_a0 = be.gru_backward_chain(d_a, d_a_n, a, a0, w_a, lengths, saved)
+        return {"a": a, "dz_x": dz_x, "dz_r": dz_r, "d_a0": d_a0}
+    a, c_n, saved = be.lstm_forward_chain(z.copy(), a0, c0, w_a, b_a, b_r, lengths)
+    dz_x, dz_r, d_a0, d_c0 = be.lstm_backward_chain(d_a, d_a_n, d_c_n, a, a0, c0, w_a, lengths, saved)
+    return {"a": a, "c_n": c_n, "dz_x": dz_x, "dz_r": dz_r, "d_a0": d_a0, "d_c0": d_c0}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("B, H, kind", [(1, 1, "persistent"), (3, 10, "persistent"), (4, 33, "persistent"),
+                                        (6, 10, "graph"), (9, 40, "graph")])
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_gated_chains_match_reference(monkeypatch, cell, B, H, kind, dtype):
+    """gru_/lstm_ forward and backward chains on each path (several blocks: 4 persistent blocks, B·H > 256 step
+    threads) == rnnbackends.reference's, with the state frozen past each length and NaN in d_a's padding."""
+    from rnnbackends_cupy.backend import CupyBackend
+
+    from rnnbackends import reference
+
+    monkeypatch.setenv("RNNBACKENDS_CUPY_PATH", "auto")
+    be = CupyBackend(device=_device())
+    T = 7
+    lengths = np.minimum(np.arange(B) * 3 % T + 1, T)
+    lengths[0] = T
+    path = be.path(B, H, dtype, cell)
+    assert path.kind == kind and (kind == "graph" or path.blocks == min(4, H)), path
+    inputs = _cell_inputs(cell, T, B, H, dtype, lengths, seed=B * H)
+    got, want = _run_cell(be, cell, *inputs), _run_cell(reference, cell, *inputs)
+    for name in want:
+        assert got[name].dtype == np.dtype(dtype), name
+        np.testing.assert_allclose(got[name], want[name], rtol=10 * TOL[dtype], atol=10 * TOL[dtype], err_msg=name)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_gated_paths_agree(monkeypatch, cell):
+    """The persistent and the graph path give the same answer on one shape (float64)."""
+    from rnnbackends_cupy.backend import CupyBackend
+
+    be = CupyBackend(device=_device())
+    inputs = _cell_inputs(cell, 6, 3, 12, "float64", [6, 2, 4], seed=5)
+    results = {}
+    for force in ("persistent", "graph"):
+        monkeypatch.setenv("RNNBACKENDS_CUPY_PATH", force)
+        assert be.path(3, 12, "float64", cell).kind == force
+        results[force] = _run_cell(be, cell, *inputs)
+    for name, value in results["persistent"].items():
+        _close(value, results["graph"][name], "float64")
+
+
+@pytest.mark.parametrize("kernel", ["gru_forward_persistent", "lstm_backward_persistent"])
+def test_gated_persistent_results_do_not_depend_on_the_interleaving(kernel):
+    """Different fiber schedules give the same bits for the gated persistent kernels (no races, no atomics)."""
+    from rnnbackends_cupy.emulation.library import Library, build
+
+    cell = kernel.split("_")[0]
+    T, B, H = 5, 3, 16
+    z, a0, c0, w_a, b_a, b_r, lengths, d_a, d_a_n, d_c_n = _cell_inputs(cell, T, B, H, "float32", [5, 2, 3])
+    lens = lengths.astype(np.int32)
+    path = chain.choose_path(B, H, 4, _device().limits, force="persistent", gates=chain.GATES[cell])
+    assert path.blocks == 4
+    dims = tuple(map(np.int32, (T, B, H, path.cols)))
+    results = []
+    for seed in (1, 2, 3):
+        lib = Library(build(()), seed=seed)
+        if kernel == "gru_forward_persistent":
+            outs = (np.zeros((T, B, H), np.float32), np.zeros((T, B, 4 * H), np.float32))  # saved: padding unwritten
+            args = (z, a0, w_a, b_r, lens, *outs)
+        else:
+            c, gates = np.full((T, B, H), 0.5, np.float32), np.full((T, B, 4 * H), 0.25, np.float32)
+            outs = (np.zeros((T, B, 4 * H), np.float32), np.zeros((B, H), np.float32), np.zeros((B, H), np.float32))
+            args = (np.nan_to_num(d_a), d_a_n, d_c_n, c, c0, w_a, gates, lens, *outs)
+        lib.launch(f"{kernel}<float>", (path.blocks,), (path.threads,), (*args, *dims), path.shared_bytes, True)
+        results.append(outs)
+    assert all(np.array_equal(x, y) for r in results[1:] for x, y in zip(results[0], r))
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_emulator_catches_a_removed_grid_sync_in_the_gated_kernels(cell):
+    """The gated persistent forward with its grid sync reduced to a block barrier is wrong (the emulator sees it)."""
+    from rnnbackends_cupy.backend import CupyBackend
+
+    from rnnbackends import reference
+
+    be = CupyBackend(device=_device("RNNB_EMULATE_WITHOUT_GRID_SYNC"))
+    z, a0, c0, w_a, b_a, b_r, lengths, *_ = _cell_inputs(cell, 6, 3, 16, "float64", [6, 2, 5])
+    assert be.path(3, 16, "float64", cell).kind == "persistent"
+    if cell == "gru":
+        run = lambda m: m.gru_forward_chain(z.copy(), a0, w_a, b_a, b_r, lengths)[0]  # noqa: E731
+    else:
+        run = lambda m: m.lstm_forward_chain(z.copy(), a0, c0, w_a, b_a, b_r, lengths)[0]  # noqa: E731
+    assert not np.allclose(run(be), run(reference), rtol=1e-12, atol=1e-12)
+
+
+def test_path_choice_counts_every_gate():
+    """Shared memory grows by G: a shape that fits for the simple cell may not for the LSTM's four W_A slices."""
+    from rnnbackends_cupy.emulation import EMULATED_LIMITS as lim
+
+    rnn, gru, lstm = (chain.choose_path(4, 64, 8, lim, gates=g) for g in (1, 3, 4))
+    assert gru.shared_bytes == 3 * rnn.shared_bytes and lstm.shared_bytes == 4 * rnn.shared_bytes
+    assert (rnn.kind, lstm.kind) == ("persistent", "persistent")       # 4·(16 + 4)·64·8 B = 40 KiB ≤ 48 KiB
+    assert chain.choose_path(4, 80, 8, lim, gates=4).kind == "graph"   # 4·(20 + 4)·80·8 B = 60 KiB
+    assert chain.choose_path(4, 80, 8, lim, gates=1).kind == "persistent"

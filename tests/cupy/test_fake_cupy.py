@@ -21,7 +21,7 @@ def _fake_cupy(calls):
 
     lib = library(())
     cp = types.ModuleType("cupy")
-    for name in ("asarray", "empty", "empty_like", "zeros", "ones", "ones_like", "arange", "concatenate",
+    for name in ("asarray", "empty", "empty_like", "zeros", "zeros_like", "ones", "ones_like", "arange", "concatenate",
                  "full", "int32", "float32", "float64", "ndarray", "where", "isfinite"):
         setattr(cp, name, getattr(np, name))
     cp.__version__ = "0-fake"
@@ -169,6 +169,34 @@ def test_cuda_device_host_code(fake, B, H, dtype, kind):
         assert "rnn_forward_persistent<%s>" % ("double" if dtype == "float64" else "float") in fake
 
 
+@pytest.mark.parametrize("B, H, dtype, kind", [(3, 40, "float64", "persistent"), (40, 16, "float32", "graph")])
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_cuda_device_gated_cells(fake, cell, B, H, dtype, kind):
+    """The gated chains through CudaDevice and the fake cupy: gated_persistent.cu / gated_step.cu modules by their
+    name expressions, the graph captured and replayed, answers equal to the reference chains."""
+    from rnnbackends_cupy import chain
+    from rnnbackends_cupy.backend import CupyBackend
+
+    from rnnbackends import reference
+    from tests.cupy.test_emulator import _cell_inputs, _run_cell
+
+    be = CupyBackend()
+    assert be.path(B, H, dtype, cell).kind == kind
+    inputs = _cell_inputs(cell, 6, B, H, dtype, np.minimum(np.arange(B) + 1, 6), seed=3)
+    want = _run_cell(reference, cell, *inputs)
+    for _ in range(2):
+        got = _run_cell(be, cell, *inputs)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    ctype = "double" if dtype == "float64" else "float"
+    if kind == "graph":
+        assert fake.count("graph") == 4 and all(p.graph is not None for p in chain._plans.values())
+        assert f"{cell}_forward_step<{ctype}>" in fake and f"{cell}_backward_step<{ctype}>" in fake
+    else:
+        assert f"{cell}_forward_persistent<{ctype}>" in fake and f"{cell}_backward_persistent<{ctype}>" in fake
+    assert be.device.persistent_error is None
+
+
 def test_shared_memory_opt_in_above_48k(fake):
     """A persistent launch needing > 48 KiB sets max_dynamic_shared_size_bytes first."""
     from rnnbackends_cupy.backend import CupyBackend
@@ -185,7 +213,8 @@ def test_shared_memory_opt_in_above_48k(fake):
 
 
 def test_perf_gpu_suite_runs_through_the_runner(fake, tmp_path, monkeypatch):
-    """perf/gpu.py end to end at toy sizes: fake cupy (emulated kernels) against torch.nn.RNN on the CPU."""
+    """perf/gpu.py end to end at toy sizes, every cell: fake cupy (emulated kernels) against torch.nn.RNN/GRU/LSTM
+    on the CPU."""
     pytest.importorskip("torch")
     from rnnbackends_cupy.backend import CupyBackend
 
@@ -203,7 +232,11 @@ def test_perf_gpu_suite_runs_through_the_runner(fake, tmp_path, monkeypatch):
                               "--torch-device", "cpu", "--out", str(tmp_path)])
     paths = runner.run(gpu, args, ["run", "--suite", "gpu"])
     result = __import__("json").loads(paths[0].read_text())
-    kinds = {(r["H"], r["impl"], r["pass"]): r.get("path") for r in result["rows"]}
-    assert kinds[(8, "cupy", "forward")] == "persistent" and kinds[(12, "cupy", "forward")] == "graph"
+    kinds = {(r["H"], r["cell"], r["impl"], r["pass"]): r.get("path") for r in result["rows"]}
+    for cell in ("rnn", "gru", "lstm"):
+        assert kinds[(8, cell, "cupy", "forward")] == "persistent" and kinds[(12, cell, "cupy", "forward")] == "graph"
+        assert kinds[(8, cell, "cudnn", "forward+backward")] is None
+    assert {r["group"] for r in result["rows"]} == {"custom", "custom-gru", "custom-lstm"}
     assert {r["impl"] for r in result["rows"]} >= {"cupy", "cudnn"}
-    assert "speed-up vs cuDNN" in paths[1].read_text()
+    table = paths[1].read_text()
+    assert "speed-up vs cuDNN" in table and "| custom-lstm | lstm | 12 | 40 | 4 |" in table

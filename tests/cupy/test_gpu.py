@@ -108,3 +108,32 @@ def test_kernels_match_their_cpu_references_on_device(gpu, dtype):
     np.testing.assert_allclose(a.get(), want, rtol=1e-4 if dtype == "float32" else 1e-11, atol=1e-5)
     a_g = chain.forward_graph(dev, *d, 0)
     np.testing.assert_allclose(a_g.get(), want, rtol=1e-4 if dtype == "float32" else 1e-11, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("B, H", [(4, 1024), (8, 512), (64, 256), (2, 2048)])
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_gated_paths_agree_with_reference_at_device_sizes(gpu, monkeypatch, cell, dtype, B, H):
+    """GRU and LSTM chains on both paths (persistent where the G gates' slices fit on-chip, else graph) equal the
+    reference chains at real sizes, with lengths and NaN in dL/dA's padding."""
+    import cupy
+    from rnnbackends_cupy import chain
+
+    from rnnbackends import reference
+    from rnnbackends.testing import tolerance
+    from tests.cupy.test_emulator import _cell_inputs, _run_cell
+
+    T = 20
+    inputs = _cell_inputs(cell, T, B, H, dtype, np.maximum(1, T - np.arange(B) % T), seed=B + H)
+    want = _run_cell(reference, cell, *inputs)
+    on_device = [v if i == 6 else cupy.asarray(v) for i, v in enumerate(inputs)]  # lengths stay on the host
+    tol = 10 * tolerance(dtype)
+    for force in ("persistent", "graph"):
+        monkeypatch.setenv("RNNBACKENDS_CUPY_PATH", force)
+        got = _run_cell(gpu, cell, *on_device)
+        for name, w in want.items():
+            np.testing.assert_allclose(got[name].get(), w, rtol=tol, atol=tol * max(1.0, np.abs(w).max()),
+                                       err_msg=f"{cell} {name} on {gpu.path(B, H, dtype, cell).kind} ({force})")
+    assert gpu.device.persistent_error is None, gpu.device.persistent_error
+    assert chain.choose_path(B, H, np.dtype(dtype).itemsize, gpu.device.limits, gates=chain.GATES[cell]).kind in (
+        "persistent", "graph")

@@ -18,8 +18,9 @@ __all__ = ["EMULATED_LIMITS", "EmulatedDevice", "EmulatorError", "compiler", "li
 
 # In emulation the limits are pretended small, so that the conformance kit's shapes (B ≤ 8, H ≤ 64)
 # run BOTH paths (B ≤ 4 persistent, B > 4 graph) and the persistent kernels span several blocks
-# (up to 4, of 2 warps each). RNNBACKENDS_CUPY_PATH=persistent|graph forces a path where it fits.
-EMULATED_LIMITS = Limits(blocks=4, shared_bytes=16 * 1024, threads=64, persistent_max_batch=4,
+# (up to 4, of 2 warps each). 48 KiB of shared memory (a GPU's default without opt-in) holds the LSTM's four
+# W_A slices at the kit's largest shape in float64. RNNBACKENDS_CUPY_PATH=persistent|graph forces a path where it fits.
+EMULATED_LIMITS = Limits(blocks=4, shared_bytes=48 * 1024, threads=64, persistent_max_batch=4,
                          cooperative=True, emulated=True)
 
 

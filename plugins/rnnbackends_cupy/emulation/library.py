@@ -18,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..device import MODULES
+
 HERE = Path(__file__).resolve().parent
 KERNELS = HERE.parent                      # the backend's own .cu files and headers
-KERNEL_SOURCES = (KERNELS / "persistent.cu", KERNELS / "step.cu", HERE / "selftest.cu")
+KERNEL_SOURCES = (*(KERNELS / name for name in MODULES), HERE / "selftest.cu")
 RUNTIME_SOURCES = (HERE / "emulator.cpp",)
-HEADERS = (KERNELS / "cuda_compat.cuh", KERNELS / "rnn_math.cuh", HERE / "cuda_emulated.cuh")
+HEADERS = (*sorted(KERNELS.glob("*.cuh")), HERE / "cuda_emulated.cuh")
 CXXFLAGS = ("-std=c++20", "-O2", "-fPIC", "-shared", "-U_FORTIFY_SOURCE", "-fno-strict-aliasing")
 
 
