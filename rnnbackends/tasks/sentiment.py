@@ -203,7 +203,7 @@ class Sentiment(Task):
     def evaluate(self, directory, data=None, *, backend=None):
         """Test accuracy of a saved ensemble on the split of ``data`` (encoded with the checkpoint's vocabulary)."""
         started = time.perf_counter()
-        models, meta = checkpoint.load(directory, backend)
+        models, meta = checkpoint.load(directory, backend, task="sentiment", classes=("SequenceClassifier",))
         d = prepare(data)
         d.tokenizer, saved = Tokenizer(**meta["tokenizer"]), Vocabulary(meta["vocabulary"])
         d.ids = [saved.encode(t) for t in d.tokens]
@@ -214,7 +214,7 @@ class Sentiment(Task):
 
     def predict(self, directory, lines, *, backend=None):
         """One ``label<TAB>P(positive)`` line per input line, from a saved sentiment checkpoint."""
-        models, meta = checkpoint.load(directory, backend)
+        models, meta = checkpoint.load(directory, backend, task="sentiment", classes=("SequenceClassifier",))
         tokenizer, vocabulary = Tokenizer(**meta["tokenizer"]), Vocabulary(meta["vocabulary"])
         p = predict_probabilities(models, tokenizer, vocabulary, lines)
         return [f"{'positive' if q > 0.5 else 'negative'}\t{q:.4f}" for q in p]

@@ -219,12 +219,12 @@ class Tagging(Task):
     def evaluate(self, directory, data=None, *, backend=None):
         """Test accuracy of a saved tagger on ``data`` (encoded with the checkpoint's vocabulary)."""
         started = time.perf_counter()
-        models, meta = checkpoint.load(directory, backend)
+        models, meta = checkpoint.load(directory, backend, task="tagging", classes=("FeatureTagger",))
         return self.score(models[0], prepare(data, Vocabulary(meta["vocabulary"])), [], started)
 
     def predict(self, directory, lines, *, backend=None):
         """One line of ``word/TAG`` tokens per input line, from a saved tagging checkpoint."""
-        models, meta = checkpoint.load(directory, backend)
+        models, meta = checkpoint.load(directory, backend, task="tagging", classes=("FeatureTagger",))
         return tag_lines(models[0], Vocabulary(meta["vocabulary"]), lines)
 
 

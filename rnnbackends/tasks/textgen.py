@@ -143,7 +143,7 @@ class Textgen(Task):
     def evaluate(self, directory, data=None, *, backend=None):
         """Validation nats per token of a saved language model on the last 10 % of ``data``."""
         started = time.perf_counter()
-        models, meta = checkpoint.load(directory, backend)
+        models, meta = checkpoint.load(directory, backend, task="textgen", classes=("LanguageModel",))
         tokenizer, vocabulary = Tokenizer(**meta["tokenizer"]), Vocabulary(meta["vocabulary"])
         train_text, val_text = split_text(read_text(data))
         encode = lambda text: np.array(vocabulary.encode(tokenizer(text)), dtype=np.int64)  # noqa: E731
@@ -166,9 +166,7 @@ def generate_text(model, vocabulary, level, prime, length, temperature=0.8, top_
 def generate(directory, prime=PRIME, length=SAMPLE_LENGTH, temperature=TEMPERATURE, top_k=None, seed=None,
              backend=None):
     """Text sampled from a saved textgen checkpoint."""
-    models, meta = checkpoint.load(directory, backend)
-    if meta.get("task") != "textgen":
-        raise ValueError(f"{directory}: a {meta.get('task')!r} checkpoint, not a textgen one")
+    models, meta = checkpoint.load(directory, backend, task="textgen", classes=("LanguageModel",))
     return generate_text(models[0], Vocabulary(meta["vocabulary"]), meta["level"], prime, length, temperature,
                          top_k, seed)
 

@@ -303,7 +303,7 @@ class Timeseries(Task):
     def evaluate(self, directory, data=None, *, backend=None):
         """Score a saved ensemble on the test part of ``data`` (default: the bundled series)."""
         started = time.perf_counter()
-        models, meta = checkpoint.load(directory, backend)
+        models, meta = checkpoint.load(directory, backend, task="timeseries", classes=("Forecaster",))
         path, dates, values, n_train, n_val, _, _ = self.prepare(data, meta.get("season_option"))
         scaler = Scaler(**meta["scaler"])
         check_series(values, scaler.log, path)
@@ -312,7 +312,7 @@ class Timeseries(Task):
 
     def predict(self, directory, lines, *, backend=None):
         """For each input line of comma- or space-separated past values, the forecast of the next value."""
-        models, meta = checkpoint.load(directory, backend)
+        models, meta = checkpoint.load(directory, backend, task="timeseries", classes=("Forecaster",))
         scaler, window = Scaler(**meta["scaler"]), meta["window"]
         out = []
         for number, line in enumerate(lines, 1):

@@ -212,9 +212,7 @@ def translate_lines(model, tokenizer, source_vocabulary, target_vocab, reverse, 
 
 def load_translator(directory, backend=None):
     """(models, meta) of a translation checkpoint; a ValueError for another task's."""
-    models, meta = checkpoint.load(directory, backend)
-    if meta.get("task") != "translation":
-        raise ValueError(f"{directory}: a {meta.get('task')!r} checkpoint, not a translation one")
+    models, meta = checkpoint.load(directory, backend, task="translation", classes=("EncoderDecoder",))
     return models, meta
 
 

@@ -122,6 +122,13 @@ CASES = [
     ("backend-upper-case", ["train", T, "--backend", "NUMPY"], None, "did you mean 'numpy'?"),
     ("backend-typo", ["predict", "--checkpoint", "{ckpt[timeseries]}", "--backend", "numpi"], "1\n",
      "did you mean 'numpy'?"),
+    ("backend-list-unknown", ["train", T, "--backend", "nosuch,numpy"], None, "unknown backend 'nosuch'"),
+    ("evaluate-backend-unknown", ["evaluate", "--checkpoint", "{ckpt[timeseries]}", "--backend", "nosuch"], None,
+     "unknown backend 'nosuch'"),
+    ("generate-backend-unknown", ["generate", "--checkpoint", "{ckpt[textgen]}", "--backend", "nosuch"], None,
+     "unknown backend 'nosuch'"),
+    ("translate-backend-unknown", ["translate", "--checkpoint", "{ckpt[translation]}", "--backend", "nosuch"], "Hi.\n",
+     "unknown backend 'nosuch'"),
     # checkpoints given to predict, generate, translate and evaluate
     *[(f"{command}-checkpoint-missing", [command, "--checkpoint", "{tmp}/none"], "x\n", "no such folder")
       for command in ("predict", "generate", "translate", "evaluate")],
