@@ -25,6 +25,8 @@ TRANSPOSED_PRODUCT_MAX_B = 32
 # Batch rows are split across numba's threads from this many multiply-adds per call, and only while NumPy's
 # BLAS runs on one thread: threaded OpenBLAS's idle workers spin ~0.1 s after each GEMM and take our cores.
 PARALLEL_MIN_WORK = 1 << 20
+# The thresholds count a gated cell's work with its G gates (W_A is H × G·H): per-step BLAS from G·H² ≥ 2048².
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 
 class NumbaBackend(ChainBackend):
@@ -32,7 +34,7 @@ class NumbaBackend(ChainBackend):
 
     name = "numba"
     xp = np
-    capabilities = frozenset({"tanh", "relu", "float32", "float64", "lengths"})
+    capabilities = frozenset({"rnn", "gru", "lstm", "tanh", "relu", "float32", "float64", "lengths"})
 
     @classmethod
     def availability(cls):
@@ -47,29 +49,29 @@ class NumbaBackend(ChainBackend):
     def __init__(self):
         from threadpoolctl import ThreadpoolController
 
-        from . import kernels  # imports numba; each kernel compiles on first use and is cached on disk
-        self.kernels = kernels
+        from . import cells, kernels  # imports numba; each kernel compiles on first use and is cached on disk
+        self.kernels, self.cells = kernels, cells
         self.blas = ThreadpoolController().select(user_api="blas").lib_controllers   # NumPy's BLAS
 
     def blas_threads(self):
         """Threads NumPy's BLAS uses now (1 under threadpoolctl limits such as the CLI's)."""
         return max((blas.get_num_threads() or 1 for blas in self.blas), default=1)
 
-    def _plan(self, T, B, H):
-        """(per-step BLAS?, threads sharing the batch rows) for a call of this shape."""
+    def _plan(self, T, B, H, G=1):
+        """(per-step BLAS?, threads sharing the batch rows) for a call of this shape, G gates per cell."""
         import numba
         threads, blas_threaded = numba.get_num_threads(), self.blas_threads() > 1
-        work = B * H * H                                                         # multiply-adds per step
-        if H >= BLAS_STEP_MIN_H or blas_threaded and (
+        work = B * H * G * H                                                     # multiply-adds per step
+        if G * H * H >= BLAS_STEP_MIN_H ** 2 or blas_threaded and (
                 work >= BLAS_STEP_MIN_WORK_THREADED or B >= BLAS_STEP_WIDE_B and work >= BLAS_STEP_MIN_WORK_WIDE):
             return True, 1
         if blas_threaded or T * work < PARALLEL_MIN_WORK:
             return False, 1
         return False, max(1, min(threads, -(-B // self.kernels.ROWS)))
 
-    def path(self, T, B, H):
+    def path(self, T, B, H, cell="rnn"):
         """Which kernel path a call of this shape takes (for perf reports)."""
-        blas, chunks = self._plan(T, B, H)
+        blas, chunks = self._plan(T, B, H, GATES[cell])
         return "blas-step" if blas else "blocked" if chunks == 1 else f"blocked, {chunks} threads"
 
     def rnn_forward_chain(self, a, a0, w_a, b_a, steps, nonlinearity):
@@ -112,6 +114,102 @@ class NumbaBackend(ChainBackend):
         else:
             k.backward_rows(dz, d_a, d_a_n, d_next, a, w_a_t_packed, w_a, steps, relu, 0, B)
         return dz, d_next
+
+    def gru_forward_chain(self, z, a0, w_a, b_a, b_r, steps):
+        """The GRU chain over z = X_t·W_X (T, B, 3H), z overwritten by the gates r, u, n -> (a, saved)."""
+        k, c = self.kernels, self.cells
+        T, B, G = z.shape
+        H = G // 3
+        a = np.empty((T, B, H), dtype=z.dtype)                                   # A_1..A_T
+        z_rn = np.empty((T, B, H), dtype=z.dtype)                                # A_{t-1}·W_An + b_Rn
+        blas, chunks = self._plan(T, B, H, 3)
+        if blas:
+            rec, product = recurrent_product(k, w_a, B, z.dtype)                 # A_{t-1}·W_A (B, 3H)
+            for t in range(T):
+                prev = a0 if t == 0 else a[t - 1]
+                product(prev)
+                c.gru_step(z[t], a[t], prev, rec, z_rn[t], b_a, b_r, steps, t, 0, B)
+        else:
+            rec = np.empty((B, G), dtype=z.dtype)
+            w_a_packed, w_a_t = k.pack_columns(w_a), k.transposed(w_a)           # W_A by column vectors, W_Aᵀ
+            if chunks > 1:
+                c.gru_forward_rows_parallel(z, a, a0, z_rn, rec, w_a_packed, w_a_t, b_a, b_r, steps, chunks)
+            else:
+                c.gru_forward_rows(z, a, a0, z_rn, rec, w_a_packed, w_a_t, b_a, b_r, steps, 0, B)
+        return a, (z, z_rn)
+
+    def gru_backward_chain(self, d_a, d_a_n, a, a0, w_a, steps, chain_saved):
+        """dZ_X, dZ_R (T, B, 3H) and dL/dA_0 (B, H) through the GRU chain."""
+        k, c = self.kernels, self.cells
+        gates, z_rn = chain_saved
+        T, B, H = a.shape
+        dz_x, dz_r = np.empty_like(gates), np.empty_like(gates)
+        carry = np.zeros((B, H), dtype=a.dtype)                                  # u ⊙ dL/dA_t, into dL/dA_{t-1}
+        blas, chunks = self._plan(T, B, H, 3)
+        if blas:
+            d_next, product = recurrent_product(k, w_a.T, B, a.dtype)            # dZ_R,t+1·W_Aᵀ (B, H)
+            for t in range(T - 1, -1, -1):
+                c.gru_backward_step(dz_x[t], dz_r[t], carry, d_next, d_a[t], d_a_n, gates[t], z_rn[t],
+                                    a0 if t == 0 else a[t - 1], steps, t, 0, B)
+                product(dz_r[t])
+        else:
+            d_next = np.zeros((B, H), dtype=a.dtype)
+            w_a_t_packed = k.pack_columns(k.transposed(w_a))                     # W_Aᵀ (3H, H) by column vectors
+            if chunks > 1:
+                c.gru_backward_rows_parallel(dz_x, dz_r, carry, d_next, d_a, d_a_n, gates, z_rn, a, a0,
+                                             w_a_t_packed, w_a, steps, chunks)
+            else:
+                c.gru_backward_rows(dz_x, dz_r, carry, d_next, d_a, d_a_n, gates, z_rn, a, a0, w_a_t_packed, w_a,
+                                    steps, 0, B)
+        return dz_x, dz_r, carry + d_next                                        # dL/dA_0 (B, H)
+
+    def lstm_forward_chain(self, z, a0, c0, w_a, b_a, b_r, steps):
+        """The LSTM chain over z = X_t·W_X (T, B, 4H), z overwritten by the gates i, f, g, o -> (a, c_n, saved)."""
+        k, cl = self.kernels, self.cells
+        T, B, G = z.shape
+        H = G // 4
+        a, c = np.empty((T, B, H), dtype=z.dtype), np.empty((T, B, H), dtype=z.dtype)   # A_t, C_t (valid steps)
+        bias = b_a + b_r                                                         # b_A + b_R (4H,)
+        blas, chunks = self._plan(T, B, H, 4)
+        if blas:
+            rec, product = recurrent_product(k, w_a, B, z.dtype)                 # A_{t-1}·W_A (B, 4H)
+            for t in range(T):
+                product(a0 if t == 0 else a[t - 1])
+                cl.lstm_step(z[t], a[t], c[t], c0 if t == 0 else c[t - 1], rec, bias, steps, t, 0, B)
+        else:
+            rec = np.empty((B, G), dtype=z.dtype)
+            w_a_packed, w_a_t = k.pack_columns(w_a), k.transposed(w_a)
+            if chunks > 1:
+                cl.lstm_forward_rows_parallel(z, a, c, a0, c0, rec, w_a_packed, w_a_t, bias, steps, chunks)
+            else:
+                cl.lstm_forward_rows(z, a, c, a0, c0, rec, w_a_packed, w_a_t, bias, steps, 0, B)
+        c_n = c[steps - 1, np.arange(B)]                                         # C at each row's last step
+        return a, c_n, (z, c)
+
+    def lstm_backward_chain(self, d_a, d_a_n, d_c_n, a, a0, c0, w_a, steps, chain_saved):
+        """dZ (T, B, 4H), twice (both sides of an LSTM gate), dL/dA_0 and dL/dC_0 (B, H) through the LSTM chain."""
+        k, cl = self.kernels, self.cells
+        gates, c = chain_saved
+        T, B, H = a.shape
+        dz = np.empty_like(gates)
+        carry_c = np.zeros((B, H), dtype=a.dtype)                                # dL/dC_t arriving at step t
+        blas, chunks = self._plan(T, B, H, 4)
+        if blas:
+            d_next, product = recurrent_product(k, w_a.T, B, a.dtype)            # dZ_t+1·W_Aᵀ (B, H)
+            for t in range(T - 1, -1, -1):
+                cl.lstm_backward_step(dz[t], carry_c, d_next, d_a[t], d_a_n, d_c_n, gates[t], c[t],
+                                      c0 if t == 0 else c[t - 1], steps, t, 0, B)
+                product(dz[t])
+        else:
+            d_next = np.zeros((B, H), dtype=a.dtype)
+            w_a_t_packed = k.pack_columns(k.transposed(w_a))
+            if chunks > 1:
+                cl.lstm_backward_rows_parallel(dz, carry_c, d_next, d_a, d_a_n, d_c_n, gates, c, c0, w_a_t_packed,
+                                               w_a, steps, chunks)
+            else:
+                cl.lstm_backward_rows(dz, carry_c, d_next, d_a, d_a_n, d_c_n, gates, c, c0, w_a_t_packed, w_a,
+                                      steps, 0, B)
+        return dz, dz, np.ascontiguousarray(d_next), carry_c
 
 
 def recurrent_product(kernels, w, B, dtype):
