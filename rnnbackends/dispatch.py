@@ -9,17 +9,20 @@ NONLINEARITIES = ("tanh", "relu")
 FLOAT_DTYPES = ("float16", "float32", "float64")
 
 
+CELLS = {"rnn": 1, "gru": 3, "lstm": 4}   # gates per cell (G): w_x (D, G·H), w_a (H, G·H), b_a and b_r (G·H,)
+
+
 class Saved:
     """What ``forward_sequence`` returns for backward: the backend's own state plus the shapes it checks."""
 
-    __slots__ = ("backend_name", "shape", "dtype", "inner")
+    __slots__ = ("backend_name", "shape", "dtype", "inner", "cell")
 
-    def __init__(self, backend_name, shape, dtype, inner):
-        self.backend_name, self.shape, self.dtype, self.inner = backend_name, shape, dtype, inner
+    def __init__(self, backend_name, shape, dtype, inner, cell="rnn"):
+        self.backend_name, self.shape, self.dtype, self.inner, self.cell = backend_name, shape, dtype, inner, cell
 
     def __repr__(self):
         t, b, h = self.shape
-        return f"<saved forward of backend {self.backend_name!r}: T={t} B={b} H={h} {self.dtype}>"
+        return f"<saved {self.cell} forward of backend {self.backend_name!r}: T={t} B={b} H={h} {self.dtype}>"
 
 
 def _check_finite() -> bool:
@@ -27,42 +30,71 @@ def _check_finite() -> bool:
 
 
 class Backend:
-    """A selected backend behind the contract's checks; ``name``, ``xp`` and ``capabilities`` pass through."""
+    """A selected backend behind the contract's checks; ``name``, ``xp`` and ``capabilities`` pass through.
+
+    Plugins built for contract version 1 (the simple cell only) are adapted here: they serve ``cell="rnn"``, with
+    b_R folded into b_A and d_b_r = d_b_a.
+    """
 
     def __init__(self, impl, info):
         self.impl = impl
         self.info = info
         self.name = impl.name
         self.xp = impl.xp
-        self.capabilities = frozenset(impl.capabilities)
+        self.api_version = info.spec.api_version if info.spec is not None else 2
+        self.capabilities = frozenset(impl.capabilities) | ({"rnn"} if self.api_version == 1 else set())
 
     def __repr__(self):
         return f"<rnnbackends backend {self.name!r} ({self.info.spec.device})>"
 
     # -- the contract ---------------------------------------------------------------------------
-    def forward_sequence(self, x, a0, w_x, w_a, b_a, *, lengths=None, nonlinearity="tanh"):
-        """A_t = g(X_t·W_X + A_{t-1}·W_A + b_A) for t=1..T -> (a (T,B,H), a_n (B,H), saved)."""
-        x, a0, w_x, w_a, b_a = self._arrays(x=x, a0=a0, w_x=w_x, w_a=w_a, b_a=b_a)
+    def forward_sequence(self, x, state0, w_x, w_a, b_a, *, lengths=None, nonlinearity="tanh", cell="rnn",
+                         b_r=None):
+        """The cell's chain over t=1..T -> (a (T,B,H), state_n, saved); state is A (B,H), or (A, C) for LSTM."""
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(map(repr, CELLS))}, got {cell!r}")
+        self._require(cell, f"cell={cell!r}")
+        G = CELLS[cell]
+        states = _state_parts("state0", state0, cell, ("a0", "c0"))
+        optional = {} if b_r is None else {"b_r": b_r}
+        checked = dict(zip(["x", *states, "w_x", "w_a", "b_a", *optional],
+                           self._arrays(x=x, **states, w_x=w_x, w_a=w_a, b_a=b_a, **optional)))
+        x, w_x, w_a, b_a = checked["x"], checked["w_x"], checked["w_a"], checked["b_a"]
         T, B, D = x.shape
         if T == 0 or B == 0:
             raise ValueError(f"x must hold at least one step and one sequence, got shape (T, B, D) = {x.shape}")
-        H = w_x.shape[1]
-        _shape("w_x", w_x, (D, H), "(D, H)", "D from x")
-        _shape("a0", a0, (B, H), "(B, H)", "B from x, H from w_x")
-        _shape("w_a", w_a, (H, H), "(H, H)", "H from w_x")
-        _shape("b_a", b_a, (H,), "(H,)", "H from w_x")
+        if w_x.shape[1] % G:
+            raise ValueError(f"w_x must have shape (D, {G}·H) for cell={cell!r} (its {G} gates side by side), "
+                             f"got {tuple(w_x.shape)}")
+        H = w_x.shape[1] // G
+        gates = "H" if G == 1 else f"{G}·H"
+        _shape("w_x", w_x, (D, G * H), f"(D, {gates})", "D from x")
+        for name in states:
+            _shape(name, checked[name], (B, H), "(B, H)", "B from x, H from w_x")
+        _shape("w_a", w_a, (H, G * H), f"(H, {gates})", "H from w_x")
+        _shape("b_a", b_a, (G * H,), f"({gates},)", "H from w_x")
+        b_r = checked["b_r"] if b_r is not None else self.xp.zeros_like(b_a)
+        _shape("b_r", b_r, (G * H,), f"({gates},)", "H from w_x")
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+        if cell != "rnn" and nonlinearity != "tanh":
+            raise ValueError(f"nonlinearity applies to cell='rnn' only; {cell.upper()} has its own sigmoid "
+                             f"gates and tanh (leave nonlinearity at 'tanh')")
         self._require(nonlinearity, f"nonlinearity={nonlinearity!r}")
         if lengths is not None:
             self._require("lengths", "lengths=")
             lengths = checked_lengths(lengths, T, B)
-        a, a_n, inner = self.impl.forward_sequence(x, a0, w_x, w_a, b_a, lengths=lengths,
-                                                   nonlinearity=nonlinearity)
-        return a, a_n, Saved(self.name, (T, B, H), x.dtype, inner)
+        state0 = tuple(checked[name] for name in states) if cell == "lstm" else checked["a0"]
+        if self.api_version == 1:                                   # the simple cell, b_R folded into b_A
+            a, state_n, inner = self.impl.forward_sequence(x, state0, w_x, w_a, b_a + b_r, lengths=lengths,
+                                                           nonlinearity=nonlinearity)
+        else:
+            a, state_n, inner = self.impl.forward_sequence(x, state0, w_x, w_a, b_a, lengths=lengths,
+                                                           nonlinearity=nonlinearity, cell=cell, b_r=b_r)
+        return a, state_n, Saved(self.name, (T, B, H), x.dtype, inner, cell)
 
-    def backward_sequence(self, saved, d_a, d_a_n=None):
-        """BPTT from dL/dA (T,B,H) and dL/dA_n (B,H) -> (d_x, d_a0, d_w_x, d_w_a, d_b_a)."""
+    def backward_sequence(self, saved, d_a, d_state_n=None):
+        """BPTT from dL/dA (T,B,H) and dL/dstate_n -> (d_x, d_state0, d_w_x, d_w_a, d_b_a, d_b_r)."""
         if not isinstance(saved, Saved):
             raise TypeError(f"saved must be the third value returned by forward_sequence, "
                             f"got {type(saved).__name__}")
@@ -70,14 +102,22 @@ class Backend:
             raise TypeError(f"saved comes from backend {saved.backend_name!r}; pass it back to that "
                             f"backend's backward_sequence, not {self.name!r}'s")
         T, B, H = saved.shape
-        arrays = {"d_a": d_a} if d_a_n is None else {"d_a": d_a, "d_a_n": d_a_n}
-        checked = self._arrays(**arrays, dtype=saved.dtype)
-        d_a = checked[0]
+        parts = {} if d_state_n is None else _state_parts("d_state_n", d_state_n, saved.cell, ("d_a_n", "d_c_n"))
+        given = {name: value for name, value in parts.items() if value is not None}
+        checked = dict(zip(["d_a", *given], self._arrays(d_a=d_a, **given, dtype=saved.dtype)))
+        d_a = checked["d_a"]
         _shape("d_a", d_a, (T, B, H), "(T, B, H)", "as a from forward_sequence")
-        if d_a_n is not None:
-            d_a_n = checked[1]
-            _shape("d_a_n", d_a_n, (B, H), "(B, H)", "as a_n from forward_sequence")
-        return self.impl.backward_sequence(saved.inner, d_a, d_a_n)
+        for name in given:
+            _shape(name, checked[name], (B, H), "(B, H)", "as state_n from forward_sequence")
+        if saved.cell == "lstm":
+            zeros = self.xp.zeros((B, H), dtype=saved.dtype)
+            d_state_n = None if not given else (checked.get("d_a_n", zeros), checked.get("d_c_n", zeros))
+        else:
+            d_state_n = checked.get("d_a_n")
+        if self.api_version == 1:
+            grads = self.impl.backward_sequence(saved.inner, d_a, d_state_n)
+            return (*grads, grads[4].copy())                         # b_R was folded into b_A: d_b_r = d_b_a
+        return self.impl.backward_sequence(saved.inner, d_a, d_state_n)
 
     # -- checks ---------------------------------------------------------------------------------
     def _require(self, capability, what):
@@ -95,7 +135,7 @@ class Backend:
                 raise TypeError(f"{name} must be a {xp.__name__}.ndarray (backend {self.name!r} works on "
                                 f"{xp.__name__} arrays), got {type(arr).__module__}.{type(arr).__name__}; "
                                 f"convert it with backend.xp.asarray({name})")
-            want_ndim = {"x": 3, "d_a": 3, "b_a": 1}.get(name, 2)
+            want_ndim = {"x": 3, "d_a": 3, "b_a": 1, "b_r": 1}.get(name, 2)
             if arr.ndim != want_ndim:
                 raise ValueError(f"{name} must be {want_ndim}-D {_SHAPES[name]}, got shape {tuple(arr.shape)}")
             if dtype is None:
@@ -113,8 +153,21 @@ class Backend:
         return out
 
 
-_SHAPES = {"x": "(T, B, D)", "a0": "(B, H)", "w_x": "(D, H)", "w_a": "(H, H)", "b_a": "(H,)",
-           "d_a": "(T, B, H)", "d_a_n": "(B, H)"}
+_SHAPES = {"x": "(T, B, D)", "a0": "(B, H)", "c0": "(B, H)", "w_x": "(D, G·H)", "w_a": "(H, G·H)",
+           "b_a": "(G·H,)", "b_r": "(G·H,)", "d_a": "(T, B, H)", "d_a_n": "(B, H)", "d_c_n": "(B, H)"}
+
+
+def _state_parts(name, state, cell, names):
+    """{part name: array} of a state argument: one array A, or for LSTM the pair (A, C)."""
+    if cell == "lstm":
+        if not isinstance(state, (tuple, list)) or len(state) != 2:
+            raise TypeError(f"{name} of an LSTM is the pair ({names[0]}, {names[1]}), each (B, H); "
+                            f"got {type(state).__name__}")
+        return dict(zip(names, state))
+    if isinstance(state, tuple):
+        raise TypeError(f"{name} of cell={cell!r} is one array {names[0]} (B, H), not a {type(state).__name__}; "
+                        f"only an LSTM carries the pair (A, C)")
+    return {names[0]: state}
 
 
 def _shape(name, arr, want, pattern, origin):

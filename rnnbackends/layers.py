@@ -143,31 +143,42 @@ class Dropout(Layer):
         return d_y if self.mask is None else d_y * self.mask
 
 
-class RNN(Layer):
-    """The lecture's simple RNN, A_t = g(X_t·W_X + A_{t-1}·W_A + b_A), stacked and optionally bidirectional.
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}      # G: w_x (D, G·H), w_a (H, G·H), gates side by side as in PyTorch
 
-    X (T, B, D) -> A (T, B, H·dirs) with ``return_sequences`` else the final states (B, H·dirs); ``a0`` and
-    ``self.a_n`` are (layers·dirs, B, H) as in PyTorch. The reverse direction reads each sequence backwards
-    within its own length. PyTorch names: weight_ih_l{k} = w_x.T, weight_hh_l{k} = w_a.T, bias_ih + bias_hh = b_a.
+
+class RNN(Layer):
+    """A recurrent layer, stacked and optionally bidirectional: the lecture's simple cell or a gated one.
+
+    cell="rnn": A_t = g(X_t·W_X + A_{t-1}·W_A + b_A); cell="gru" and "lstm" follow PyTorch's equations and gate
+    orders (GRU r, z, n; LSTM i, f, g, o) with a recurrent-side bias b_R. X (T, B, D) -> A (T, B, H·dirs) with
+    ``return_sequences``, else the final states (B, H·dirs). The initial state ``a0`` (an LSTM takes the pair
+    (a0, c0)) and the final ``self.a_n`` (and ``self.c_n``) are (layers·dirs, B, H) as in PyTorch. The reverse
+    direction reads each sequence backwards within its own length. PyTorch names: weight_ih_l{k} = w_x.T,
+    weight_hh_l{k} = w_a.T, bias_ih_l{k} = b_a, bias_hh_l{k} = b_r (the simple cell has b_a only: bias_ih + bias_hh).
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, nonlinearity="tanh",
                  dropout=0.0, return_sequences=True, init="uniform", recurrent_init="uniform", rng=None,
-                 backend=None, dtype="float32"):
+                 backend=None, dtype="float32", cell="rnn"):
         super().__init__(backend, dtype)
+        if cell not in GATES:
+            raise ValueError(f"cell must be one of {', '.join(GATES)}, got {cell!r}")
         rng = rng if rng is not None else np.random.default_rng(0)
-        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.input_size, self.hidden_size, self.num_layers, self.cell = input_size, hidden_size, num_layers, cell
         self.directions = 2 if bidirectional else 1
         self.nonlinearity, self.return_sequences = nonlinearity, return_sequences
         self.dropouts = [Dropout(dropout, rng, self.backend, dtype) for _ in range(num_layers - 1)]
-        H = hidden_size
+        H, G = hidden_size, GATES[cell]
         for layer in range(num_layers):
             D = input_size if layer == 0 else H * self.directions
             for direction in range(self.directions):
                 key = self.key(layer, direction)
-                self.add_param(f"w_x_{key}", initialize(init, (D, H), H, rng))              # W_X (D, H)
-                self.add_param(f"w_a_{key}", initialize(recurrent_init, (H, H), H, rng))    # W_A (H, H)
-                self.add_param(f"b_a_{key}", initialize("uniform", (H,), H, rng))           # b_A (H,)
+                self.add_param(f"w_x_{key}", initialize(init, (D, G * H), H, rng))          # W_X (D, G·H)
+                self.add_param(f"w_a_{key}", np.concatenate(                                  # W_A (H, G·H)
+                    [initialize(recurrent_init, (H, H), H, rng) for _ in range(G)], axis=1))
+                self.add_param(f"b_a_{key}", initialize("uniform", (G * H,), H, rng))       # b_A (G·H,)
+                if cell != "rnn":
+                    self.add_param(f"b_r_{key}", initialize("uniform", (G * H,), H, rng))   # b_R (G·H,)
 
     @staticmethod
     def key(layer, direction):
@@ -176,7 +187,7 @@ class RNN(Layer):
 
     def forward(self, x, lengths=None, a0=None):
         """X (T, B, D), lengths (B,), a0 (layers·dirs, B, H) or None -> A (T, B, H·dirs) or (B, H·dirs)."""
-        xp, H = self.xp, self.hidden_size
+        xp, H, lstm = self.xp, self.hidden_size, self.cell == "lstm"
         T, B, _ = x.shape
         self.shape = (T, B)
         self.lengths = None if lengths is None or bool((full_lengths(lengths, T, B) == T).all()) \
@@ -185,7 +196,10 @@ class RNN(Layer):
         self.reverse = xp.asarray(reverse_index(self.lengths, T, B))               # (T, B)
         for dropout in self.dropouts:
             dropout.training = self.training
-        self.saved, a_n = [], []
+        if lstm and a0 is not None and (not isinstance(a0, (tuple, list)) or len(a0) != 2):
+            raise TypeError("an LSTM's initial state is the pair (a0, c0), each (layers·dirs, B, H)")
+        zeros = xp.zeros((B, H), dtype=x.dtype)
+        self.saved, finals = [], []
         layer_input = x                                                             # (T, B, D)
         for layer in range(self.num_layers):
             if layer > 0:
@@ -194,22 +208,28 @@ class RNN(Layer):
             for direction in range(self.directions):
                 key, i = self.key(layer, direction), layer * self.directions + direction
                 x_dir = layer_input if direction == 0 else layer_input[self.reverse, self.rows]
-                a0_dir = xp.zeros((B, H), dtype=x.dtype) if a0 is None else a0[i]
-                a, last, saved = self.backend.forward_sequence(
-                    x_dir, a0_dir, self.params[f"w_x_{key}"], self.params[f"w_a_{key}"],
-                    self.params[f"b_a_{key}"], lengths=self.lengths, nonlinearity=self.nonlinearity)
+                if lstm:
+                    state0 = (zeros, zeros) if a0 is None else (a0[0][i], a0[1][i])
+                else:
+                    state0 = zeros if a0 is None else a0[i]
+                a, state_n, saved = self.backend.forward_sequence(
+                    x_dir, state0, self.params[f"w_x_{key}"], self.params[f"w_a_{key}"],
+                    self.params[f"b_a_{key}"], lengths=self.lengths, nonlinearity=self.nonlinearity,
+                    cell=self.cell, b_r=self.params.get(f"b_r_{key}"))
                 outputs.append(a if direction == 0 else a[self.reverse, self.rows])  # back to reading order
                 self.saved.append(saved)
-                a_n.append(last)
+                finals.append(state_n if lstm else (state_n,))
             layer_input = outputs[0] if self.directions == 1 else xp.concatenate(outputs, axis=2)
-        self.a_n = xp.stack(a_n)                                                   # (layers·dirs, B, H)
+        self.a_n = xp.stack([f[0] for f in finals])                                # (layers·dirs, B, H)
+        self.c_n = xp.stack([f[1] for f in finals]) if lstm else None              # LSTM cell states C_n
         if self.return_sequences:
             return layer_input                                                     # (T, B, H·dirs)
-        return xp.concatenate(a_n[-self.directions:], axis=1)                       # (B, H·dirs)
+        return xp.concatenate([f[0] for f in finals[-self.directions:]], axis=1)   # (B, H·dirs)
 
-    def backward(self, d_y, d_a_n=None):
-        """dL/dA (or dL/d final states) and dL/d a_n (layers·dirs, B, H) -> dL/dX (T, B, D); sets ``self.d_a0``."""
-        xp, H, dirs = self.xp, self.hidden_size, self.directions
+    def backward(self, d_y, d_a_n=None, d_c_n=None):
+        """dL/dA (or dL/d final states), dL/d a_n (and c_n) (layers·dirs, B, H) -> dL/dX (T, B, D); sets d_a0
+        (and d_c0)."""
+        xp, H, dirs, lstm = self.xp, self.hidden_size, self.directions, self.cell == "lstm"
         T, B = self.shape
         d_final = [None] * (self.num_layers * dirs) if d_a_n is None else list(d_a_n)
         if self.return_sequences:
@@ -220,7 +240,7 @@ class RNN(Layer):
                 i = (self.num_layers - 1) * dirs + direction
                 d_slice = d_y[:, direction * H:(direction + 1) * H]
                 d_final[i] = d_slice if d_final[i] is None else d_final[i] + d_slice
-        d_a0 = [None] * (self.num_layers * dirs)
+        d_a0, d_c0 = [None] * (self.num_layers * dirs), [None] * (self.num_layers * dirs)
         for layer in reversed(range(self.num_layers)):
             d_input = None
             for direction in range(dirs):
@@ -228,21 +248,43 @@ class RNN(Layer):
                 d_a = d_output[:, :, direction * H:(direction + 1) * H]
                 if direction == 1:
                     d_a = d_a[self.reverse, self.rows]
-                d_x, d_a0[i], d_w_x, d_w_a, d_b_a = self.backend.backward_sequence(
-                    self.saved[i], xp.ascontiguousarray(d_a), d_final[i])
+                d_state_n = d_final[i]
+                if lstm and (d_state_n is not None or d_c_n is not None):
+                    zeros = xp.zeros((B, H), dtype=d_a.dtype)
+                    d_state_n = (zeros if d_state_n is None else d_state_n, zeros if d_c_n is None else d_c_n[i])
+                d_x, d_state0, d_w_x, d_w_a, d_b_a, d_b_r = self.backend.backward_sequence(
+                    self.saved[i], xp.ascontiguousarray(d_a), d_state_n)
+                d_a0[i], d_c0[i] = d_state0 if lstm else (d_state0, None)
                 if direction == 1:
                     d_x = d_x[self.reverse, self.rows]
                 self.grads[f"w_x_{key}"], self.grads[f"w_a_{key}"], self.grads[f"b_a_{key}"] = d_w_x, d_w_a, d_b_a
+                if self.cell != "rnn":
+                    self.grads[f"b_r_{key}"] = d_b_r
                 d_input = d_x if d_input is None else d_input + d_x
             if layer > 0:
                 d_input = self.dropouts[layer - 1].backward(d_input)
             d_output = d_input
         self.d_a0 = xp.stack(d_a0)                                                 # (layers·dirs, B, H)
+        self.d_c0 = xp.stack(d_c0) if lstm else None
         return d_output                                                            # (T, B, D)
 
 
+class GRU(RNN):
+    """``RNN(..., cell="gru")``: PyTorch's nn.GRU equations (reset applied after the recurrent product)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, cell="gru", **kwargs)
+
+
+class LSTM(RNN):
+    """``RNN(..., cell="lstm")``: PyTorch's nn.LSTM equations; the state is the pair (A, C)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, cell="lstm", **kwargs)
+
+
 class Dense(Layer):
-    """The output layer's affine part, y = X·W_y + b_y on the last axis, so on every step at once: (..., H) -> (..., K)."""
+    """The output layer's affine part, y = X·W_y + b_y on the last axis (every step at once): (..., H) -> (..., K)."""
 
     def __init__(self, input_size, output_size, init="glorot", rng=None, backend=None, dtype="float32"):
         super().__init__(backend, dtype)

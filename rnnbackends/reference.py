@@ -51,27 +51,6 @@ def rnn_backward_chain(d_a, d_a_n, a, w_a, steps, nonlinearity, chain_saved=None
     return dz, d_next
 
 
-class ReferenceBackend(ChainBackend):
-    """Every contract rule spelled out in plain NumPy; the numpy plugin registers it."""
-
-    name = "numpy"
-    xp = np
-    capabilities = frozenset({"tanh", "relu", "float32", "float64", "lengths"})
-
-    @classmethod
-    def availability(cls):
-        """Always available."""
-        return True, f"NumPy {np.__version__}"
-
-    def rnn_forward_chain(self, z, a0, w_a, b_a, steps, nonlinearity):
-        """The reference forward chain."""
-        return rnn_forward_chain(z, a0, w_a, b_a, steps, nonlinearity)
-
-    def rnn_backward_chain(self, d_a, d_a_n, a, w_a, steps, nonlinearity, chain_saved):
-        """The reference backward chain."""
-        return rnn_backward_chain(d_a, d_a_n, a, w_a, steps, nonlinearity)
-
-
 # -- The gated cells (PyTorch's gate orders and equations), chain parts in plain NumPy ----------------------------
 # z (T, B, G·H) holds X_t·W_X for the G gates side by side; b_a is the input-side bias (PyTorch bias_ih), b_r the
 # recurrent-side one (bias_hh). Past a row's length the state is frozen and a[t, b] is 0. Backward chains return
@@ -170,3 +149,40 @@ def lstm_backward_chain(d_a, d_a_n, d_c_n, a, a0, c0, w_a, steps, saved):
         carry_a = np.where(valid[t], dz[t] @ w_a.T, 0)
         carry_c = np.where(valid[t], g_c * f, 0)
     return dz, dz, carry_a, carry_c
+
+
+class ReferenceBackend(ChainBackend):
+    """Every contract rule spelled out in plain NumPy; the numpy plugin registers it."""
+
+    name = "numpy"
+    xp = np
+    capabilities = frozenset({"rnn", "gru", "lstm", "tanh", "relu", "float32", "float64", "lengths"})
+
+    @classmethod
+    def availability(cls):
+        """Always available."""
+        return True, f"NumPy {np.__version__}"
+
+    def rnn_forward_chain(self, z, a0, w_a, b_a, steps, nonlinearity):
+        """The reference forward chain."""
+        return rnn_forward_chain(z, a0, w_a, b_a, steps, nonlinearity)
+
+    def rnn_backward_chain(self, d_a, d_a_n, a, w_a, steps, nonlinearity, chain_saved):
+        """The reference backward chain."""
+        return rnn_backward_chain(d_a, d_a_n, a, w_a, steps, nonlinearity)
+
+    def gru_forward_chain(self, z, a0, w_a, b_a, b_r, steps):
+        """The reference GRU chain."""
+        return gru_forward_chain(z, a0, w_a, b_a, b_r, steps)
+
+    def gru_backward_chain(self, d_a, d_a_n, a, a0, w_a, steps, chain_saved):
+        """The reference GRU backward chain."""
+        return gru_backward_chain(d_a, d_a_n, a, a0, w_a, steps, chain_saved)
+
+    def lstm_forward_chain(self, z, a0, c0, w_a, b_a, b_r, steps):
+        """The reference LSTM chain."""
+        return lstm_forward_chain(z, a0, c0, w_a, b_a, b_r, steps)
+
+    def lstm_backward_chain(self, d_a, d_a_n, d_c_n, a, a0, c0, w_a, steps, chain_saved):
+        """The reference LSTM backward chain."""
+        return lstm_backward_chain(d_a, d_a_n, d_c_n, a, a0, c0, w_a, steps, chain_saved)

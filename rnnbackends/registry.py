@@ -15,7 +15,8 @@ import pluggy
 
 from . import hookspecs
 
-BACKEND_API_VERSION = 1
+BACKEND_API_VERSION = 2
+SUPPORTED_API_VERSIONS = (1, 2)   # version 1 plugins serve cell="rnn" through an adapter in dispatch
 ENTRY_POINT_GROUP = "rnnbackends"
 log = logging.getLogger("rnnbackends")
 
@@ -163,10 +164,10 @@ class _Registry:
     def _probe(self, entry: _Entry) -> BackendInfo:
         spec = entry.spec
         row = dict(name=spec.name, spec=spec, distribution=entry.distribution, version=entry.version)
-        if spec.api_version != BACKEND_API_VERSION:
+        if spec.api_version not in SUPPORTED_API_VERSIONS:
             return BackendInfo(status="unavailable", **row, reason=(
                 f"built for backend API version {spec.api_version}; this rnnbackends "
-                f"speaks version {BACKEND_API_VERSION}"))
+                f"speaks versions {', '.join(map(str, SUPPORTED_API_VERSIONS))}"))
         try:
             cls = _import_factory(spec.factory)
             capabilities = frozenset(cls.capabilities)
@@ -180,6 +181,9 @@ class _Registry:
         except Exception as exc:  # probes must not raise; a plugin whose probe does is reported
             ok, reason = False, f"availability() raised {type(exc).__name__}: {exc}"
         self._classes[spec.name] = cls
+        if spec.api_version == 1:                    # adapted in dispatch: the simple cell only
+            capabilities |= {"rnn"}
+            reason = f"{reason} (backend API version 1, adapted: cell='rnn' only)"
         return BackendInfo(status="available" if ok else "unavailable", reason=str(reason),
                            capabilities=capabilities, **row)
 

@@ -1,4 +1,4 @@
-"""Conformance of one backend to contract API version 1, checked against the NumPy reference (and its chain)."""
+"""Conformance of one backend to the contract (version 2: the rnn, gru and lstm cells), against the NumPy reference."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ import pytest
 
 import rnnbackends
 from rnnbackends.gradcheck import check_gradients
-from rnnbackends.testing import make_case, reference, to_host, tolerance
+from rnnbackends.testing import cell_call, make_case, make_cell_case, reference, to_host, tolerance
 
 
 def _backend_names():
@@ -56,7 +56,7 @@ def _close(name, got, want, dtype):
                                  f"got {got[worst]!r}, expected {want[worst]!r} (rel. tol {tol})")
 
 
-GRAD_NAMES = ("d_x", "d_a0", "d_w_x", "d_w_a", "d_b_a")
+GRAD_NAMES = ("d_x", "d_a0", "d_w_x", "d_w_a", "d_b_a", "d_b_r")
 
 CASES = [  # (T, B, D, H, lengths)
     pytest.param(1, 1, 1, 1, None, id="T1-B1-D1-H1"),
@@ -95,7 +95,7 @@ def _compare(backend, T, B, D, H, lengths, dtype, nonlinearity, seed=0):
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("T, B, D, H, lengths", CASES)
 def test_matches_reference(backend, T, B, D, H, lengths, dtype, nonlinearity):
-    """Forward states and all five gradients equal the reference's."""
+    """Forward states and all six gradients equal the reference's."""
     _compare(backend, T, B, D, H, lengths, dtype, nonlinearity)
 
 
@@ -135,7 +135,7 @@ def test_long_sequence_stays_finite(backend, nonlinearity):
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("lengths", [None, [6, 2, 1, 4]], ids=["full", "lengths"])
 def test_finite_difference_gradients(backend, nonlinearity, lengths):
-    """float64 central differences of L = Σ a·r + Σ a_n·s agree with all five gradients."""
+    """float64 central differences of L = Σ a·r + Σ a_n·s agree with the gradients."""
     _needs(backend, "float64", nonlinearity, "lengths" if lengths is not None else None)
     T, B, D, H = 6, 4, 3, 5
     arrays, lengths = make_case(T, B, D, H, "float64", lengths=lengths, seed=7)
@@ -188,7 +188,7 @@ def test_outputs_dtype_module_and_shapes(backend, dtype):
     arrays, _ = make_case(T, B, D, H, dtype)
     a, a_n, saved = backend.forward_sequence(*_put(backend, arrays))
     grads = backend.backward_sequence(saved, backend.xp.ones((T, B, H), dtype=dtype))
-    shapes = [(T, B, H), (B, H), (T, B, D), (B, H), (D, H), (H, H), (H,)]
+    shapes = [(T, B, H), (B, H), (T, B, D), (B, H), (D, H), (H, H), (H,), (H,)]
     for name, out, shape in zip(("a", "a_n") + GRAD_NAMES, (a, a_n) + tuple(grads), shapes):
         assert isinstance(out, backend.xp.ndarray), f"{name} is {type(out)}, not {backend.xp.__name__}.ndarray"
         assert out.dtype == np.dtype(dtype), f"{name} has dtype {out.dtype}, expected {dtype}"
@@ -227,7 +227,7 @@ def test_repeated_calls_are_bit_identical(backend):
 
 
 def test_undeclared_capability_raises_not_implemented(backend):
-    """A call the backend has not declared (here float16, and any missing cell) raises NotImplementedError."""
+    """A call the backend has not declared (here float16, and any missing option) raises NotImplementedError."""
     arrays, _ = make_case(3, 2, 2, 3, "float16")
     undeclared = [c for c in ("float16", "float32", "float64", "tanh", "relu", "lengths")
                   if c not in backend.capabilities]
@@ -243,3 +243,102 @@ def test_undeclared_capability_raises_not_implemented(backend):
             kwargs = {"lengths": np.array([3, 1])}
         with pytest.raises(NotImplementedError):
             backend.forward_sequence(*_put(backend, arrays), **kwargs)
+
+
+# -- contract version 2: the gated cells (and the simple cell with its recurrent bias b_R) ---------------------------
+CELLS = ("rnn", "gru", "lstm")
+CELL_CASES = [pytest.param(1, 1, 1, 1, None, id="T1-B1-D1-H1"), pytest.param(7, 1, 3, 4, None, id="B1"),
+              pytest.param(6, 4, 3, 1, None, id="H1"), pytest.param(9, 5, 6, 8, [9, 1, 4, 9, 2], id="lengths-1-and-T"),
+              pytest.param(16, 6, 10, 33, [16, 3, 7, 16, 1, 12], id="H33-lengths")]
+
+
+def _states(cell, state):
+    """A state value as a tuple of its parts: (A,) or (A, C)."""
+    return tuple(state) if cell == "lstm" else (state,)
+
+
+def _cell_forward(backend, cell, arrays, lengths):
+    args, b_r = cell_call({k: backend.xp.asarray(v) for k, v in arrays.items()})
+    return backend.forward_sequence(*args, lengths=lengths, cell=cell, b_r=b_r)
+
+
+def _cell_backward(backend, cell, saved, d_a, d_state_n):
+    xp = backend.xp
+    d_state = None if d_state_n is None else (tuple(map(xp.asarray, d_state_n)) if cell == "lstm"
+                                              else xp.asarray(d_state_n[0]))
+    d_x, d_state0, *rest = backend.backward_sequence(saved, xp.asarray(d_a), d_state)
+    return (d_x, *_states(cell, d_state0), *rest)
+
+
+def _cell_grad_names(cell):
+    return ("d_x", "d_a0") + (("d_c0",) if cell == "lstm" else ()) + ("d_w_x", "d_w_a", "d_b_a", "d_b_r")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("T, B, D, H, lengths", CELL_CASES)
+@pytest.mark.parametrize("cell", CELLS)
+def test_cell_matches_reference(backend, cell, T, B, D, H, lengths, dtype):
+    """Each declared cell: states, final state(s) and all six gradients (with b_R) equal the reference's."""
+    _needs(backend, cell, dtype, "tanh", "lengths" if lengths is not None else None)
+    arrays, lengths = make_cell_case(cell, T, B, D, H, dtype, lengths=lengths, seed=T + H)
+    ref = reference()
+    want_a, want_state, saved_ref = _cell_forward(ref, cell, arrays, lengths)
+    a, state_n, saved = _cell_forward(backend, cell, arrays, lengths)
+    _close("a", a, want_a, dtype)
+    for name, got, want in zip(("a_n", "c_n"), _states(cell, state_n), _states(cell, want_state)):
+        _close(name, got, want, dtype)
+    rng = np.random.default_rng(T * H + 1)
+    d_a = rng.standard_normal((T, B, H)).astype(dtype)
+    d_state_n = tuple(rng.standard_normal((B, H)).astype(dtype) for _ in range(2 if cell == "lstm" else 1))
+    for given in (d_state_n, None):
+        want = _cell_backward(ref, cell, saved_ref, d_a, given)
+        got = _cell_backward(backend, cell, saved, d_a, given)
+        for name, g, w in zip(_cell_grad_names(cell), got, want):
+            _close(f"{name} ({'with' if given else 'without'} d_state_n)", g, w, dtype)
+
+
+@pytest.mark.parametrize("lengths", [None, [6, 2, 1, 4]], ids=["full", "lengths"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_cell_finite_difference_gradients(backend, cell, lengths):
+    """float64 central differences of L = Σ a·r + Σ state_n·s agree with all six gradients (and dC_0)."""
+    _needs(backend, cell, "float64", "tanh", "lengths" if lengths is not None else None)
+    T, B, D, H = 6, 4, 3, 5
+    arrays, lengths = make_cell_case(cell, T, B, D, H, "float64", lengths=lengths, seed=21)
+    params = {k: backend.xp.asarray(v) for k, v in arrays.items()}
+    rng = np.random.default_rng(22)
+    r = backend.xp.asarray(rng.standard_normal((T, B, H)))
+    s = tuple(backend.xp.asarray(rng.standard_normal((B, H))) for _ in range(2 if cell == "lstm" else 1))
+    xp = backend.xp
+
+    def loss():
+        a, state_n, _ = _cell_forward(backend, cell, params, lengths)
+        return float(xp.sum(a * r) + sum(xp.sum(p * q) for p, q in zip(_states(cell, state_n), s)))
+
+    _, _, saved = _cell_forward(backend, cell, params, lengths)
+    grads = dict(zip(_cell_grad_names(cell), _cell_backward(backend, cell, saved, r, s)))
+    names = {"x": "d_x", "a0": "d_a0", "c0": "d_c0", "w_x": "d_w_x", "w_a": "d_w_a", "b_a": "d_b_a", "b_r": "d_b_r"}
+    check_gradients(loss, params, {k: grads[names[k]] for k in params}, eps=1e-6, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_cell_state_is_frozen_past_each_length(backend, cell):
+    """Past a row's length a[t, b] = 0 and the final state is the state at its last valid step, carried from a0."""
+    _needs(backend, cell, "float64", "tanh", "lengths")
+    arrays, lengths = make_cell_case(cell, 5, 3, 2, 4, "float64", lengths=[5, 1, 3], seed=23)
+    a, state_n, _ = _cell_forward(backend, cell, arrays, lengths)
+    a, a_n = to_host(a), to_host(_states(cell, state_n)[0])
+    for b, n in enumerate(lengths):
+        assert np.all(a[n:, b] == 0), f"{cell} row {b}: states after its length {n} must be 0"
+        assert np.array_equal(a_n[b], a[n - 1, b]), f"{cell} row {b}: A_n must be a[{n - 1}, {b}]"
+    first, _, _ = _cell_forward(backend, cell, {**arrays, "x": arrays["x"][:1]}, np.array([1, 1, 1]))
+    _close(f"{cell}: A_n of a row of length 1 against one step", a_n[1], to_host(first)[0, 1], "float64")
+
+
+@pytest.mark.parametrize("cell", ("gru", "lstm"))
+def test_undeclared_cell_raises_not_implemented(backend, cell):
+    """A backend that does not declare a cell refuses it with NotImplementedError, naming the cell."""
+    if cell in backend.capabilities:
+        pytest.skip(f"backend {backend.name!r} declares {cell}")
+    arrays, _ = make_cell_case(cell, 3, 2, 2, 3, "float64")
+    with pytest.raises(NotImplementedError, match=cell):
+        _cell_forward(backend, cell, arrays, None)

@@ -2,14 +2,15 @@
 import textwrap
 from pathlib import Path
 
-# A backend written by "someone else" from the public names only: its own per-step loop in NumPy.
+# A backend written by "someone else" from the public names only, for contract version 1 (the simple cell,
+# five gradients): its own per-step loop in NumPy. Version 2 adapts it for cell="rnn".
 THIRD_PARTY = textwrap.dedent('''
     import numpy as np
-    from rnnbackends import BACKEND_API_VERSION, BackendSpec, hookimpl
+    from rnnbackends import BackendSpec, hookimpl
 
     @hookimpl
     def rnnbackends_register_backends(register):
-        register(BackendSpec("thirdparty", BACKEND_API_VERSION, 1, "cpu", "thirdparty_rnn:LoopBackend"))
+        register(BackendSpec("thirdparty", 1, 1, "cpu", "thirdparty_rnn:LoopBackend"))
 
     class LoopBackend:
         name, xp = "thirdparty", np
@@ -61,7 +62,7 @@ CHAIN_ONLY = textwrap.dedent('''
 
     class StepBackend(ChainBackend):
         name, xp = "chainonly", np
-        capabilities = frozenset({"tanh", "float32", "float64", "lengths"})
+        capabilities = frozenset({"rnn", "tanh", "float32", "float64", "lengths"})
 
         @classmethod
         def availability(cls):

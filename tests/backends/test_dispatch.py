@@ -27,7 +27,7 @@ def call(backend, case, **changes):
     ("x", np.zeros((5, 3)), ValueError, r"x must be 3-D \(T, B, D\), got shape \(5, 3\)"),
     ("a0", np.zeros((3, 5)), ValueError, r"a0 must have shape \(B, H\) = \(3, 6\).*got \(3, 5\)"),
     ("w_a", np.zeros((6, 5)), ValueError, r"w_a must have shape \(H, H\) = \(6, 6\).*got \(6, 5\)"),
-    ("b_a", np.zeros((1, 6)), ValueError, r"b_a must be 1-D \(H,\), got shape \(1, 6\)"),
+    ("b_a", np.zeros((1, 6)), ValueError, r"b_a must be 1-D \(G·H,\), got shape \(1, 6\)"),
     ("b_a", np.zeros(7), ValueError, r"b_a must have shape \(H,\) = \(6,\).*got \(7,\)"),
     ("w_x", np.zeros((4, 6), np.float32), TypeError, r"w_x has dtype float32 but x has float64"),
     ("x", np.zeros((5, 3, 4), np.int64), TypeError, r"x has dtype int64.*float32 or float64"),
@@ -111,3 +111,30 @@ def test_wrong_case_backend_name_suggests_the_installed_name(monkeypatch):
     monkeypatch.setenv("RNNBACKENDS_BACKEND", "NUMPY")
     with pytest.raises(rnnbackends.UnknownBackendError, match=r"did you mean 'numpy'\?"):
         rnnbackends.get_backend()
+
+
+@pytest.fixture
+def lstm_case():
+    from rnnbackends.testing import make_cell_case
+
+    arrays, _ = make_cell_case("lstm", 5, 3, 4, 6, "float64")
+    return arrays
+
+
+def test_v2_cell_argument_errors(numpy_backend, case, lstm_case):
+    """Unknown cells, gate-count mismatches, a single state for an LSTM, a gated cell with relu: named errors."""
+    with pytest.raises(ValueError, match=r"cell must be one of 'rnn', 'gru', 'lstm', got 'tree'"):
+        call(numpy_backend, case, cell="tree")
+    with pytest.raises(ValueError, match=r"w_x must have shape \(D, 3·H\) for cell='gru'"):
+        call(numpy_backend, case, cell="gru", w_x=np.zeros((4, 7)))
+    x, a0, c0, w_x, w_a, b_a = (lstm_case[k] for k in ("x", "a0", "c0", "w_x", "w_a", "b_a"))
+    with pytest.raises(TypeError, match=r"state0 of an LSTM is the pair \(a0, c0\)"):
+        numpy_backend.forward_sequence(x, a0, w_x, w_a, b_a, cell="lstm")
+    with pytest.raises(ValueError, match=r"c0 must have shape \(B, H\) = \(3, 6\)"):
+        numpy_backend.forward_sequence(x, (a0, c0[:, :5]), w_x, w_a, b_a, cell="lstm")
+    with pytest.raises(ValueError, match=r"b_r must have shape \(4·H,\) = \(24,\)"):
+        numpy_backend.forward_sequence(x, (a0, c0), w_x, w_a, b_a, cell="lstm", b_r=np.zeros(6))
+    with pytest.raises(ValueError, match=r"nonlinearity applies to cell='rnn' only"):
+        numpy_backend.forward_sequence(x, (a0, c0), w_x, w_a, b_a, cell="lstm", nonlinearity="relu")
+    with pytest.raises(TypeError, match=r"state0 of cell='rnn' is one array a0"):
+        call(numpy_backend, case, a0=(case["a0"], case["a0"]))

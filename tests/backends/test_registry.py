@@ -49,7 +49,9 @@ def test_third_party_plugin_is_discovered_and_selectable(plugins, monkeypatch):
     assert (rows["thirdparty"].distribution, rows["thirdparty"].version) == ("throwaway-rnn-plugins", "1.2.3")
     monkeypatch.setenv("RNNBACKENDS_BACKEND", "thirdparty")
     backend = rnnbackends.get_backend()
-    assert backend.name == "thirdparty" and backend.capabilities == {"tanh", "float32", "float64", "lengths"}
+    assert backend.name == "thirdparty" and backend.capabilities == {"rnn", "tanh", "float32", "float64", "lengths"}
+    assert "API version 1, adapted: cell='rnn' only" in rows["thirdparty"].reason      # listed with that reason
+    assert backend.api_version == 1
     (x, a0, w_x, w_a, b_a) = [np.ones(s) * 0.1 for s in [(3, 2, 2), (2, 4), (2, 4), (4, 4), (4,)]]
     a, a_n, _ = backend.forward_sequence(x, a0, w_x, w_a, b_a, lengths=np.array([3, 1]))
     assert a.shape == (3, 2, 4) and np.all(a[1:, 1] == 0)
@@ -76,7 +78,7 @@ def test_strict_plugins_reraise(plugins, monkeypatch):
 def test_wrong_api_version_is_unavailable_with_reason(plugins):
     row = by_name()["oldapi"]
     assert row.status == "unavailable"
-    assert "API version 0" in row.reason and "version 1" in row.reason
+    assert "API version 0" in row.reason and "versions 1, 2" in row.reason
     with pytest.raises(rnnbackends.BackendUnavailableError, match="API version 0"):
         rnnbackends.get_backend("oldapi")
     # higher priority than everything, but never chosen automatically

@@ -1,0 +1,100 @@
+"""The recurrent layer with each cell (stacked, bidirectional, lengths, initial state in, final state out) against
+torch.nn.RNN / GRU / LSTM with the same weights, through rnnbackends.interop both ways; and gradient checks."""
+import numpy as np
+import pytest
+
+import rnnbackends
+from rnnbackends.gradcheck import check_gradients
+from rnnbackends.interop import load_torch_state_dict, to_torch_state_dict
+from rnnbackends.layers import GRU, LSTM, RNN, to_host
+
+torch = pytest.importorskip("torch", reason="PyTorch parity tests need torch (pip install torch==2.13.0)")
+
+AVAILABLE = [b.name for b in rnnbackends.list_backends() if b.status == "available"]
+T, B, D, H, LAYERS = 6, 4, 3, 5, 2
+LENGTHS = np.array([6, 2, 1, 4])
+
+
+def backend_for(name, cell):
+    """The backend, or a skip naming the cell it does not declare."""
+    backend = rnnbackends.get_backend(name)
+    if cell not in backend.capabilities:
+        pytest.skip(f"backend {name!r} does not declare cell {cell!r}")
+    return backend
+
+
+def torch_module(cell):
+    return {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell](
+        D, H, num_layers=LAYERS, bidirectional=True, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("name", AVAILABLE)
+def test_layer_matches_torch_with_weights_converted_both_ways(name, cell):
+    """Outputs, final states (A_n, C_n) and every gradient equal PyTorch's; weights go ours -> torch -> ours."""
+    backend = backend_for(name, cell)
+    xp, rng = backend.xp, np.random.default_rng(5)
+    layer = RNN(D, H, num_layers=LAYERS, bidirectional=True, cell=cell, rng=np.random.default_rng(1), backend=backend,
+                dtype="float64")
+    module = torch_module(cell)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in to_torch_state_dict(layer).items()})
+    x = rng.standard_normal((T, B, D))
+    a0 = 0.5 * rng.standard_normal((LAYERS * 2, B, H))
+    c0 = 0.5 * rng.standard_normal((LAYERS * 2, B, H))
+    d_y, d_a_n, d_c_n = (rng.standard_normal(s) for s in ((T, B, 2 * H), (LAYERS * 2, B, H), (LAYERS * 2, B, H)))
+
+    x_t, a0_t, c0_t = (torch.from_numpy(v.copy()).requires_grad_() for v in (x, a0, c0))
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x_t, torch.from_numpy(LENGTHS), enforce_sorted=False)
+    out, state = module(packed, (a0_t, c0_t) if cell == "lstm" else a0_t)
+    y_t, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=T)
+    h_n, c_n = state if cell == "lstm" else (state, None)
+    loss = (y_t * torch.from_numpy(d_y)).sum() + (h_n * torch.from_numpy(d_a_n)).sum()
+    if c_n is not None:
+        loss = loss + (c_n * torch.from_numpy(d_c_n)).sum()
+    loss.backward()
+
+    state0 = (xp.asarray(a0), xp.asarray(c0)) if cell == "lstm" else xp.asarray(a0)
+    y = layer.forward(xp.asarray(x), LENGTHS, state0)
+    d_x = layer.backward(xp.asarray(d_y), xp.asarray(d_a_n), xp.asarray(d_c_n) if cell == "lstm" else None)
+    close = dict(rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(to_host(y), y_t.detach().numpy(), **close)
+    np.testing.assert_allclose(to_host(layer.a_n), h_n.detach().numpy(), **close)
+    np.testing.assert_allclose(to_host(d_x), x_t.grad.numpy(), **close)
+    np.testing.assert_allclose(to_host(layer.d_a0), a0_t.grad.numpy(), **close)
+    if cell == "lstm":
+        np.testing.assert_allclose(to_host(layer.c_n), c_n.detach().numpy(), **close)
+        np.testing.assert_allclose(to_host(layer.d_c0), c0_t.grad.numpy(), **close)
+    grads = type(layer)(D, H, num_layers=LAYERS, bidirectional=True, cell=cell, backend=backend, dtype="float64")
+    grads.params = dict(layer.grads)                                   # our gradients, in torch's naming
+    want = {k: v.grad.numpy() for k, v in module.named_parameters()}
+    got = to_torch_state_dict(grads)
+    if cell == "rnn":                                                  # one bias: d bias_hh = d bias_ih
+        got = {k: got[k.replace("bias_hh", "bias_ih")] if k.startswith("bias_hh") else v for k, v in got.items()}
+    for key, value in want.items():
+        np.testing.assert_allclose(got[key], value, err_msg=key, **close)
+    back = RNN(D, H, num_layers=LAYERS, bidirectional=True, cell=cell, backend=backend, dtype="float64")
+    load_torch_state_dict(back, module.state_dict())                   # torch -> ours gives the same layer
+    np.testing.assert_allclose(to_host(back.forward(xp.asarray(x), LENGTHS, state0)), to_host(y), **close)
+
+
+@pytest.mark.parametrize("layer_class", [GRU, LSTM])
+@pytest.mark.parametrize("name", AVAILABLE)
+def test_gated_layers_pass_the_gradient_checker(name, layer_class):
+    """GRU and LSTM layers, stacked and bidirectional with dropout and lengths, pass the public checker."""
+    cell = layer_class.__name__.lower()
+    backend = backend_for(name, cell)
+    xp = backend.xp
+    layer = layer_class(D, H, num_layers=2, bidirectional=True, dropout=0.3, return_sequences=False,
+                        rng=np.random.default_rng(2), backend=backend, dtype="float64")
+    x = xp.asarray(np.random.default_rng(3).standard_normal((T, B, D)))
+    r = np.random.default_rng(4).standard_normal((B, 2 * H))
+
+    def run():
+        for dropout in layer.dropouts:
+            dropout.rng = np.random.default_rng(7)                     # the same masks every call
+        return layer.forward(x, LENGTHS)
+
+    loss = lambda: float((to_host(run()) * r).sum())                   # noqa: E731
+    run()
+    d_x = layer.backward(xp.asarray(r))
+    check_gradients(loss, {**layer.params, "x": x}, {**layer.grads, "x": d_x}, rtol=1e-5, atol=1e-7)
