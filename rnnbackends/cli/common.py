@@ -112,12 +112,13 @@ def numba_cache_is_cold():
     spec = importlib.util.find_spec("rnnbackends_numba")
     if spec is None or not spec.submodule_search_locations:
         return False
-    package = Path(list(spec.submodule_search_locations)[0])
-    places = [package / "__pycache__"]
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        places.append(Path(os.environ["NUMBA_CACHE_DIR"]))
-    places.append(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "numba")
-    return not any(glob.glob(str(place / "**" / "kernels*.nbi"), recursive=True) for place in places)
+    package = Path(next(iter(spec.submodule_search_locations)))
+    patterns = [str(package / "__pycache__" / "*.nbi")]              # Numba's cache beside the sources, or else:
+    for root in (os.environ.get("NUMBA_CACHE_DIR"), Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                 / "numba"):
+        if root:
+            patterns.append(str(Path(root) / "**" / "*rnnbackends_numba*" / "**" / "*.nbi"))
+    return not any(glob.glob(pattern, recursive=True) for pattern in patterns)
 
 
 def announce_compilation(backend_name):

@@ -215,3 +215,15 @@ def test_task_metrics_script_gives_one_line_not_a_traceback(tmp_path):
         result = subprocess.run([sys.executable, "scripts/task_metrics.py", *extra], capture_output=True, text=True)
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("task_metrics: error: ")
+
+
+def test_the_numba_cache_is_cold_until_kernels_are_cached(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(common.importlib.util, "find_spec",
+                        lambda name: SimpleNamespace(submodule_search_locations=[str(tmp_path / "plugin")]))
+    (tmp_path / "plugin" / "__pycache__").mkdir(parents=True)
+    assert common.numba_cache_is_cold()
+    (tmp_path / "plugin" / "__pycache__" / "kernels.step-12.py311.nbi").write_bytes(b"")
+    assert not common.numba_cache_is_cold()
