@@ -85,7 +85,14 @@ class Embedding(Layer):
     def backward(self, d_x):
         """dL/dweight[v] = Σ over positions holding word v of dL/dX_t; ids get no gradient."""
         grad = self.xp.zeros_like(self.params["weight"])              # (V, D)
-        self.xp.add.at(grad, self.ids.ravel(), d_x.reshape(-1, self.embed_dim))
+        ids, d_rows = self.ids.ravel(), d_x.reshape(-1, self.embed_dim)    # (N,), (N, D)
+        if self.xp is np:                                                 # sort + segment sums: deterministic
+            order = np.argsort(ids, kind="stable")                         # and faster than ufunc.at on the CPU
+            sorted_ids = ids[order]
+            starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+            grad[sorted_ids[starts]] = np.add.reduceat(d_rows[order], starts, axis=0)
+        else:
+            self.xp.add.at(grad, ids, d_rows)
         if self.padding_idx is not None:
             grad[self.padding_idx] = 0.0
         self.grads["weight"] = grad
@@ -294,17 +301,18 @@ class Dense(Layer):
         self.add_param("b_y", np.zeros(output_size))                                          # b_y (K,)
 
     def forward(self, x):
-        """X (..., H) -> X·W_y + b_y (..., K)."""
-        self.x = x
-        return x @ self.params["w_y"] + self.params["b_y"]
+        """X (..., H) -> X·W_y + b_y (..., K): one GEMM over all leading axes (steps and rows)."""
+        self.x2 = x.reshape(-1, self.input_size)                                  # (N, H), N = T·B
+        y = self.x2 @ self.params["w_y"]                                          # (N, K)
+        y += self.params["b_y"]
+        return y.reshape(*x.shape[:-1], self.output_size)
 
     def backward(self, d_y):
-        """dL/dW_y = Σ Xᵀ·dY, dL/db_y = Σ dY, dL/dX = dY·W_yᵀ."""
-        x2 = self.x.reshape(-1, self.input_size)                                  # (N, H)
+        """dL/dW_y = Σ Xᵀ·dY, dL/db_y = Σ dY, dL/dX = dY·W_yᵀ: one GEMM each."""
         d2 = d_y.reshape(-1, self.output_size)                                    # (N, K)
-        self.grads["w_y"] = x2.T @ d2
+        self.grads["w_y"] = self.x2.T @ d2
         self.grads["b_y"] = d2.sum(axis=0)
-        return d_y @ self.params["w_y"].T
+        return (d2 @ self.params["w_y"].T).reshape(*d_y.shape[:-1], self.input_size)
 
 
 class SequencePool(Layer):
