@@ -127,6 +127,16 @@ def announce_compilation(backend_name):
         print("rnnbackends: compiling kernels (first run only)", file=sys.stderr)
 
 
+@contextlib.contextmanager
+def reading_checkpoint(directory):
+    """Turn a missing entry of a checkpoint's meta (a KeyError inside a task) into a one-line error."""
+    try:
+        yield
+    except KeyError as exc:
+        raise ValueError(f"{directory}: an incomplete checkpoint (its meta has no {exc}); save it again with "
+                         "'rnnbackends train ... --save DIR'") from None
+
+
 def one_blas_thread():
     """Run BLAS on one thread unless the user set a thread count: an RNN's per-step products are small, and
     BLAS threads spinning on a small or shared machine made the sentiment run 4-5x slower on 2 cores."""

@@ -12,6 +12,7 @@ from .common import (
     integer,
     one_blas_thread,
     read_lines,
+    reading_checkpoint,
     real,
 )
 from .train import checkpoint_task
@@ -58,7 +59,7 @@ def cmd_predict(args) -> int:
     check_input(args.input)
     announce_compilation(check_backend(args.backend))
     lines = read_lines(args.input)
-    with one_blas_thread():
+    with one_blas_thread(), reading_checkpoint(args.checkpoint):
         for prediction in task.predict(args.checkpoint, lines, backend=args.backend):
             print(prediction)
     return 0
@@ -68,7 +69,7 @@ def cmd_generate(args) -> int:
     """Print the prime and the text sampled after it."""
     expect_task(args.checkpoint, "textgen", "generate")
     announce_compilation(check_backend(args.backend))
-    with one_blas_thread():
+    with one_blas_thread(), reading_checkpoint(args.checkpoint):
         print(textgen.generate(args.checkpoint, args.prime, args.length, args.temperature, args.top_k, args.seed,
                                backend=args.backend))
     return 0
@@ -80,7 +81,7 @@ def cmd_translate(args) -> int:
     check_input(args.input)
     announce_compilation(check_backend(args.backend))
     lines = read_lines(args.input)
-    with one_blas_thread():
+    with one_blas_thread(), reading_checkpoint(args.checkpoint):
         for sentence in translation.translate(args.checkpoint, lines, args.beam, backend=args.backend):
             print(sentence)
     return 0

@@ -19,6 +19,7 @@ from .common import (
     log_line,
     one_blas_thread,
     path,
+    reading_checkpoint,
     text,
 )
 
@@ -206,7 +207,7 @@ def cmd_evaluate(args) -> int:
     if args.data is not None:
         task.check_data(args.data)
     announce_compilation(check_backend(args.backend))
-    with one_blas_thread():
+    with one_blas_thread(), reading_checkpoint(args.checkpoint):
         report(task.evaluate(args.checkpoint, args.data, backend=args.backend))
     return 0
 

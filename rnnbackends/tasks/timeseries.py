@@ -307,8 +307,9 @@ class Timeseries(Task):
         path, dates, values, n_train, n_val, _, _ = self.prepare(data, meta.get("season_option"))
         scaler = Scaler(**meta["scaler"])
         check_series(values, scaler.log, path)
-        return self.result(models, scaler, meta["window"], meta["season"], tuple(meta["damping"]), path, dates,
-                           values, n_train, n_val, [], started)
+        damping = tuple(meta.get("damping", ("seasonal naive", 1.0)))                # none saved: undamped
+        return self.result(models, scaler, meta["window"], meta["season"], damping, path, dates, values, n_train,
+                           n_val, [], started)
 
     def predict(self, directory, lines, *, backend=None):
         """For each input line of comma- or space-separated past values, the forecast of the next value."""

@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from rnnbackends import checkpoint
 from rnnbackends.cli import main
 
 T, S, G, R, E = "timeseries", "sentiment", "textgen", "translation", "tagging"
@@ -147,6 +148,10 @@ CASES = [
     ("checkpoint-weights-missing", ["predict", "--checkpoint", "{bad}/ckpt-no-weights"], "1 2\n", "ckpt-no-weights"),
     ("checkpoint-weights-truncated", ["predict", "--checkpoint", "{bad}/ckpt-truncated"], "1 2\n", "ckpt-truncated"),
     ("checkpoint-weights-outside", ["predict", "--checkpoint", "{bad}/ckpt-outside"], "1 2\n", "ckpt-outside"),
+    ("checkpoint-meta-incomplete", ["predict", "--checkpoint", "{bad}/ckpt-meta-incomplete"], "1 2\n",
+     "an incomplete checkpoint (its meta has no 'scaler')"),
+    ("evaluate-meta-incomplete", ["evaluate", "--checkpoint", "{bad}/ckpt-meta-incomplete"], None,
+     "an incomplete checkpoint"),
     ("generate-timeseries-checkpoint", ["generate", "--checkpoint", "{ckpt[timeseries]}"], None,
      "a timeseries checkpoint; 'generate' needs a textgen one"),
     ("generate-sentiment-checkpoint", ["generate", "--checkpoint", "{ckpt[sentiment]}"], None, "needs a textgen one"),
@@ -241,6 +246,8 @@ def bad(tmp_path_factory, checkpoints):
         if change is not None:
             change(changed)
         (root / name / "checkpoint.json").write_text(json.dumps(changed))
+    models, _ = checkpoint.load(checkpoints[T], "numpy")
+    checkpoint.save(root / "ckpt-meta-incomplete", models, {"task": T})
     weights = root / "ckpt-truncated" / index["weights"]
     weights.write_bytes(weights.read_bytes()[:100])
     return root
