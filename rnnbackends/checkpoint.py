@@ -141,6 +141,8 @@ def npz_arrays(payload, where):
             for member in archive.infolist():
                 if member.compress_type != zipfile.ZIP_STORED or not member.filename.endswith(".npy"):
                     raise ValueError(f"{member.filename!r} is not a stored .npy array")
+                if member.filename[:-4] in arrays:
+                    raise ValueError(f"{member.filename!r} is stored twice")
                 with archive.open(member) as f:
                     version = np.lib.format.read_magic(f)
                     if version not in HEADER_READERS:

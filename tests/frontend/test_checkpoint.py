@@ -4,6 +4,7 @@ import io
 import json
 import os
 import stat
+import zipfile
 
 import numpy as np
 import pytest
@@ -221,6 +222,11 @@ def test_weights_must_be_float_arrays_of_the_configs_shapes(tmp_path):
     np.savez_compressed(compressed, **arrays)                    # a zip bomb would hide in compression
     rewrite(folder, dict(index), compressed.getvalue())
     refused(folder, "not a stored .npy array")
+    twice = io.BytesIO(npz_bytes(arrays))
+    with zipfile.ZipFile(twice, "a") as z, pytest.warns(UserWarning, match="Duplicate name"):
+        z.writestr(f"{name}.npy", io.BytesIO(npz_bytes({name: arrays[name] * 2})).getvalue()[-100:])
+    rewrite(folder, dict(index), twice.getvalue())
+    refused(folder, "stored twice")
 
 
 @pytest.mark.parametrize("key, value, match", [("hidden_size", 10**12, "larger than any saved array allows"),
