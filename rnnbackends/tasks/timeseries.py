@@ -9,11 +9,12 @@ most 64), and predicts the next change. Metrics are RMSE and MAE on the original
 predictions back).
 
 A recursive forecast adds up its own errors, so over long horizons it can drift away from the series. The
-multi-step forecast is checked on the validation part, over the same horizon from the end of the training part:
-when it loses there to the better naive multi-step forecast (persistence or seasonal naive), it is shrunk toward
-that one, f_h = naive_h + φ^h (rnn_h - naive_h) for h = 0, 1, ..., with the damping φ in [0, 1) of the lowest
-validation RMSE; otherwise it stays as it is (φ = 1). Each recursive change is also kept within the largest
-change seen in training.
+multi-step forecast is checked over the same horizon from eight origins, spread over the two horizons up to the
+start of the validation part (the last origin's forecast covers the validation part): when it loses there to the
+better naive multi-step forecast (persistence or seasonal naive), it is shrunk toward that one,
+f_h = naive_h + φ^h (rnn_h - naive_h) for h = 0, 1, ..., with the damping φ in [0, 1) of the lowest RMSE over all
+origins; otherwise it stays as it is (φ = 1). Each recursive change is also kept within the largest change seen in
+training.
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ from .base import Data, Option, Task
 HYPERPARAMETERS = dict(hidden_size=32)
 TRAINING = dict(lr=0.005, batch_size=16, epochs=150, updates=3000, patience=20, clip_norm=1.0, ensemble=5)
 MAX_WINDOW = 64                # steps of past changes the RNN reads (2m+1 up to this)
-DAMPING = (0.0, 0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 1.0)   # φ tried on the validation part
+DAMPING = (0.0, 0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998)   # φ < 1 tried for a losing recursion
+ORIGINS = 8                    # forecast origins, up to the start of the validation part, that choose φ
 
 
 def season_length(value):
@@ -146,16 +148,19 @@ def one_step(models, scaler, window, values, first, last):
 
 
 def multi_step(models, scaler, window, history, steps):
-    """Forecast ``steps`` values after ``history``, feeding each forecast back as input (each change kept within
-    the largest standardised change of the training part)."""
-    z = list(scaler.to_level(history)[-(window + 1):])
-    for _ in range(steps):
-        changes = scaler.changes(np.array(z[-(window + 1):]))
-        change = float(predict_changes(models, changes[:, None, None])[0])
+    """Forecast ``steps`` values after a history (L,) -> (steps,), or after each of N histories (N, L) -> (N, steps),
+    feeding each forecast back as input (each change kept within the largest standardised change of training)."""
+    histories = np.atleast_2d(np.asarray(history, dtype=np.float64))
+    z = np.zeros((len(histories), window + 1 + steps))                     # (N, window + 1 + steps) levels
+    z[:, :window + 1] = scaler.to_level(histories[:, -(window + 1):])
+    for s in range(steps):
+        changes = (np.diff(z[:, s:s + window + 1], axis=1) - scaler.mean) / scaler.std      # (N, window)
+        change = predict_changes(models, changes.T[:, :, None])                              # (N,)
         if scaler.limit is not None:
-            change = min(max(change, -scaler.limit), scaler.limit)
-        z.append(z[-1] + change * scaler.std + scaler.mean)
-    return scaler.from_level(np.array(z[len(z) - steps:]))
+            change = np.clip(change, -scaler.limit, scaler.limit)
+        z[:, window + 1 + s] = z[:, window + s] + change * scaler.std + scaler.mean
+    forecasts = scaler.from_level(z[:, window + 1:])
+    return forecasts[0] if np.ndim(history) == 1 else forecasts
 
 
 def rmse_mae(prediction, truth):
@@ -174,19 +179,26 @@ def baselines(values, season, first, last):
 
 
 def damped(rnn, naive, phi):
-    """naive_h + φ^h (rnn_h - naive_h) for h = 0, 1, ...: the recursive forecast shrunk toward a naive one."""
-    return naive + phi ** np.arange(len(rnn)) * (rnn - naive)
+    """naive_h + φ^h (rnn_h - naive_h) for h = 0, 1, ... (the last axis): the recursive forecast shrunk toward a
+    naive one."""
+    return naive + phi ** np.arange(np.shape(rnn)[-1]) * (rnn - naive)
 
 
 def choose_damping(models, scaler, window, values, season, first, last):
-    """(naive forecast name, φ) for the multi-step forecast, chosen on values[first:last]: the recursive forecast
-    as it is (φ = 1) when it beats both naive ones there, else the φ with the lowest RMSE toward the better one."""
-    truth = values[first:last]
-    rnn = multi_step(models, scaler, window, values[:first], last - first)
-    naive = {name[:-len(" multi-step")]: forecast for name, forecast in baselines(values, season, first, last).items()
-             if name.endswith(" multi-step")}
-    reference = min(naive, key=lambda name: rmse_mae(naive[name], truth)[0])
-    if rmse_mae(rnn, truth)[0] < rmse_mae(naive[reference], truth)[0]:
+    """(naive forecast name, φ) for multi-step forecasts of ``last - first`` steps, from several origins up to the
+    start of the validation part ``first``: φ = 1 (the recursive forecast as it is) when it beats the better naive
+    forecast there, else the φ < 1 with the lowest RMSE toward that naive forecast."""
+    horizon = last - first
+    earliest = max(window + 1, season, first - 2 * horizon)
+    origins = np.unique(np.linspace(min(earliest, first), first, ORIGINS).astype(int))
+    truth = np.stack([values[o:o + horizon] for o in origins])                          # (origins, horizon)
+    rnn = multi_step(models, scaler, window, np.stack([values[o - window - 1:o] for o in origins]), horizon)
+    naive = {}
+    for name in ("persistence", "seasonal naive"):
+        naive[name] = np.stack([baselines(values, season, o, o + horizon)[f"{name} multi-step"] for o in origins])
+    rmse = {name: rmse_mae(forecast, truth)[0] for name, forecast in naive.items()}
+    reference = min(rmse, key=rmse.get)
+    if rmse_mae(rnn, truth)[0] < rmse[reference]:
         return reference, 1.0
     phi = min(DAMPING, key=lambda phi: (rmse_mae(damped(rnn, naive[reference], phi), truth)[0], -phi))
     return reference, float(phi)
