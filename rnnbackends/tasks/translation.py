@@ -94,10 +94,7 @@ def translate_ids(model, source_ids, target_vocabulary, beam_size=1, batch_size=
 
 def bleu(hypotheses, references):
     """Case-insensitive corpus BLEU (sacrebleu, 13a tokens) of detokenised hypotheses against one reference each."""
-    try:
-        import sacrebleu
-    except ImportError:
-        raise ValueError("BLEU needs sacrebleu: pip install 'rnnbackends[tasks]'") from None
+    import sacrebleu
     return float(sacrebleu.corpus_bleu(hypotheses, [references], lowercase=True).score)
 
 
