@@ -227,3 +227,17 @@ def test_the_numba_cache_is_cold_until_kernels_are_cached(tmp_path, monkeypatch)
     assert common.numba_cache_is_cold()
     (tmp_path / "plugin" / "__pycache__" / "kernels.step-12.py311.nbi").write_bytes(b"")
     assert not common.numba_cache_is_cold()
+
+
+def test_ctrl_c_then_resume_finishes_an_ensemble_from_the_cli(tmp_path, capsys, monkeypatch, tiny_data):
+    from rnnbackends.tasks import sentiment
+    from tests.tasks.test_resume import interrupt_at_call
+    argv = ["train", "sentiment", "--data", str(tiny_data["sentiment"]), "--epochs", "2", "--quiet", "--backend",
+            "numpy", "--save", str(tmp_path / "run")]
+    with monkeypatch.context() as patch:
+        interrupt_at_call(patch, sentiment, "batches_of", 4)                 # member 2, epoch 2
+        assert main(argv) == 130
+    assert "--resume" in capsys.readouterr().err
+    assert main(argv + ["--resume"]) == 0
+    assert "sentiment on backend numpy" in capsys.readouterr().out
+    assert len(checkpoint.read(tmp_path / "run")[0]["models"]) == 5
