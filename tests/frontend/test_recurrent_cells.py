@@ -78,7 +78,7 @@ def test_layer_matches_torch_with_weights_converted_both_ways(name, cell):
 
 
 @pytest.mark.parametrize("layer_class", [GRU, LSTM])
-@pytest.mark.parametrize("name", AVAILABLE)
+@pytest.mark.parametrize("name", [n for n in AVAILABLE if n != "torch"])   # the template is checked by the kit
 def test_gated_layers_pass_the_gradient_checker(name, layer_class):
     """GRU and LSTM layers, stacked and bidirectional with dropout and lengths, pass the public checker."""
     cell = layer_class.__name__.lower()
