@@ -14,7 +14,8 @@ BUNDLED = {"sentiment": HERE / "sentiment",                                     
            "timeseries": HERE / "timeseries" / "airline-passengers.csv",
            "tagging": HERE / "pos",                                                # *train*/*dev*/*test*.conllu.xz
            "textgen": HERE / "text" / "input.txt.xz",
-           "translation": HERE / "translation" / "spa-eng.first40000.txt.xz"}
+           "translation": HERE / "translation" / "spa-eng.first40000.txt.xz",
+           "speech": HERE / "speech"}                                              # transcripts.tsv + audio
 OPENERS = {".gz": gzip.open, ".xz": lzma.open}
 COMPRESSED = tuple(OPENERS)
 
