@@ -8,7 +8,8 @@ TASKS = {"sentiment": "many-to-one sentence sentiment (UCI yelp+amazon+imdb) -> 
          "timeseries": "univariate forecasting of a date,value CSV -> RMSE on a chronological hold-out",
          "tagging": "many-to-many part-of-speech tagging (UD English-EWT) -> UPOS accuracy, also on unseen words",
          "textgen": "character (or word) language model on tiny Shakespeare -> validation nats/char; generation",
-         "translation": "English -> Spanish encoder-decoder (Tatoeba) -> corpus BLEU, greedy and beam search"}
+         "translation": "English -> Spanish encoder-decoder (Tatoeba) -> corpus BLEU, greedy and beam search",
+         "speech": "speech recognition of spoken digit strings (CTC) -> word error rate on unheard voices"}
 
 
 @dataclass
