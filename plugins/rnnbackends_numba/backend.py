@@ -1,6 +1,6 @@
 """The numba backend: a chain backend (rnnbackends.chain) whose chain runs in njit kernels (kernels.py).
 
-The A-chain runs either as one njit call over all T steps (register tiles of explicit 512-bit FMAs against W_A
+The A-chain runs either as one njit call over all T steps (register tiles of explicit vector FMAs against W_A
 packed once per call) or, for large B·H², as one BLAS product per step followed by an njit bias+activation
 pass; backward runs dZ_t and dZ_t·W_Aᵀ the same way. Batch rows are independent along the whole chain, so with
 enough work they are split across threads once per call, with no per-step synchronisation and results that do
@@ -49,8 +49,8 @@ class NumbaBackend(ChainBackend):
     def __init__(self):
         from threadpoolctl import ThreadpoolController
 
-        from . import cells, kernels  # imports numba; each kernel compiles on first use and is cached on disk
-        self.kernels, self.cells = kernels, cells
+        from . import kernels  # imports numba; each kernel compiles on first use and is cached on disk
+        self.kernels = kernels
         self.blas = ThreadpoolController().select(user_api="blas").lib_controllers   # NumPy's BLAS
 
     def blas_threads(self):
@@ -117,7 +117,7 @@ class NumbaBackend(ChainBackend):
 
     def gru_forward_chain(self, z, a0, w_a, b_a, b_r, steps):
         """The GRU chain over z = X_t·W_X (T, B, 3H), z overwritten by the gates r, u, n -> (a, saved)."""
-        k, c = self.kernels, self.cells
+        k = self.kernels
         T, B, G = z.shape
         H = G // 3
         a = np.empty((T, B, H), dtype=z.dtype)                                   # A_1..A_T
@@ -128,19 +128,19 @@ class NumbaBackend(ChainBackend):
             for t in range(T):
                 prev = a0 if t == 0 else a[t - 1]
                 product(prev)
-                c.gru_step(z[t], a[t], prev, rec, z_rn[t], b_a, b_r, steps, t, 0, B)
+                k.gru_step(z[t], a[t], prev, rec, z_rn[t], b_a, b_r, steps, t, 0, B)
         else:
             rec = np.empty((B, G), dtype=z.dtype)
             w_a_packed, w_a_t = k.pack_columns(w_a), k.transposed(w_a)           # W_A by column vectors, W_Aᵀ
             if chunks > 1:
-                c.gru_forward_rows_parallel(z, a, a0, z_rn, rec, w_a_packed, w_a_t, b_a, b_r, steps, chunks)
+                k.gru_forward_rows_parallel(z, a, a0, z_rn, rec, w_a_packed, w_a_t, b_a, b_r, steps, chunks)
             else:
-                c.gru_forward_rows(z, a, a0, z_rn, rec, w_a_packed, w_a_t, b_a, b_r, steps, 0, B)
+                k.gru_forward_rows(z, a, a0, z_rn, rec, w_a_packed, w_a_t, b_a, b_r, steps, 0, B)
         return a, (z, z_rn)
 
     def gru_backward_chain(self, d_a, d_a_n, a, a0, w_a, steps, chain_saved):
         """dZ_X, dZ_R (T, B, 3H) and dL/dA_0 (B, H) through the GRU chain."""
-        k, c = self.kernels, self.cells
+        k = self.kernels
         gates, z_rn = chain_saved
         T, B, H = a.shape
         dz_x, dz_r = np.empty_like(gates), np.empty_like(gates)
@@ -149,23 +149,23 @@ class NumbaBackend(ChainBackend):
         if blas:
             d_next, product = recurrent_product(k, w_a.T, B, a.dtype)            # dZ_R,t+1·W_Aᵀ (B, H)
             for t in range(T - 1, -1, -1):
-                c.gru_backward_step(dz_x[t], dz_r[t], carry, d_next, d_a[t], d_a_n, gates[t], z_rn[t],
+                k.gru_backward_step(dz_x[t], dz_r[t], carry, d_next, d_a[t], d_a_n, gates[t], z_rn[t],
                                     a0 if t == 0 else a[t - 1], steps, t, 0, B)
                 product(dz_r[t])
         else:
             d_next = np.zeros((B, H), dtype=a.dtype)
             w_a_t_packed = k.pack_columns(k.transposed(w_a))                     # W_Aᵀ (3H, H) by column vectors
             if chunks > 1:
-                c.gru_backward_rows_parallel(dz_x, dz_r, carry, d_next, d_a, d_a_n, gates, z_rn, a, a0,
+                k.gru_backward_rows_parallel(dz_x, dz_r, carry, d_next, d_a, d_a_n, gates, z_rn, a, a0,
                                              w_a_t_packed, w_a, steps, chunks)
             else:
-                c.gru_backward_rows(dz_x, dz_r, carry, d_next, d_a, d_a_n, gates, z_rn, a, a0, w_a_t_packed, w_a,
+                k.gru_backward_rows(dz_x, dz_r, carry, d_next, d_a, d_a_n, gates, z_rn, a, a0, w_a_t_packed, w_a,
                                     steps, 0, B)
         return dz_x, dz_r, carry + d_next                                        # dL/dA_0 (B, H)
 
     def lstm_forward_chain(self, z, a0, c0, w_a, b_a, b_r, steps):
         """The LSTM chain over z = X_t·W_X (T, B, 4H), z overwritten by the gates i, f, g, o -> (a, c_n, saved)."""
-        k, cl = self.kernels, self.cells
+        k = self.kernels
         T, B, G = z.shape
         H = G // 4
         a, c = np.empty((T, B, H), dtype=z.dtype), np.empty((T, B, H), dtype=z.dtype)   # A_t, C_t (valid steps)
@@ -175,20 +175,20 @@ class NumbaBackend(ChainBackend):
             rec, product = recurrent_product(k, w_a, B, z.dtype)                 # A_{t-1}·W_A (B, 4H)
             for t in range(T):
                 product(a0 if t == 0 else a[t - 1])
-                cl.lstm_step(z[t], a[t], c[t], c0 if t == 0 else c[t - 1], rec, bias, steps, t, 0, B)
+                k.lstm_step(z[t], a[t], c[t], c0 if t == 0 else c[t - 1], rec, bias, steps, t, 0, B)
         else:
             rec = np.empty((B, G), dtype=z.dtype)
             w_a_packed, w_a_t = k.pack_columns(w_a), k.transposed(w_a)
             if chunks > 1:
-                cl.lstm_forward_rows_parallel(z, a, c, a0, c0, rec, w_a_packed, w_a_t, bias, steps, chunks)
+                k.lstm_forward_rows_parallel(z, a, c, a0, c0, rec, w_a_packed, w_a_t, bias, steps, chunks)
             else:
-                cl.lstm_forward_rows(z, a, c, a0, c0, rec, w_a_packed, w_a_t, bias, steps, 0, B)
+                k.lstm_forward_rows(z, a, c, a0, c0, rec, w_a_packed, w_a_t, bias, steps, 0, B)
         c_n = c[steps - 1, np.arange(B)]                                         # C at each row's last step
         return a, c_n, (z, c)
 
     def lstm_backward_chain(self, d_a, d_a_n, d_c_n, a, a0, c0, w_a, steps, chain_saved):
         """dZ (T, B, 4H), twice (both sides of an LSTM gate), dL/dA_0 and dL/dC_0 (B, H) through the LSTM chain."""
-        k, cl = self.kernels, self.cells
+        k = self.kernels
         gates, c = chain_saved
         T, B, H = a.shape
         dz = np.empty_like(gates)
@@ -197,17 +197,17 @@ class NumbaBackend(ChainBackend):
         if blas:
             d_next, product = recurrent_product(k, w_a.T, B, a.dtype)            # dZ_t+1·W_Aᵀ (B, H)
             for t in range(T - 1, -1, -1):
-                cl.lstm_backward_step(dz[t], carry_c, d_next, d_a[t], d_a_n, d_c_n, gates[t], c[t],
+                k.lstm_backward_step(dz[t], carry_c, d_next, d_a[t], d_a_n, d_c_n, gates[t], c[t],
                                       c0 if t == 0 else c[t - 1], steps, t, 0, B)
                 product(dz[t])
         else:
             d_next = np.zeros((B, H), dtype=a.dtype)
             w_a_t_packed = k.pack_columns(k.transposed(w_a))
             if chunks > 1:
-                cl.lstm_backward_rows_parallel(dz, carry_c, d_next, d_a, d_a_n, d_c_n, gates, c, c0, w_a_t_packed,
+                k.lstm_backward_rows_parallel(dz, carry_c, d_next, d_a, d_a_n, d_c_n, gates, c, c0, w_a_t_packed,
                                                w_a, steps, chunks)
             else:
-                cl.lstm_backward_rows(dz, carry_c, d_next, d_a, d_a_n, d_c_n, gates, c, c0, w_a_t_packed, w_a,
+                k.lstm_backward_rows(dz, carry_c, d_next, d_a, d_a_n, d_c_n, gates, c, c0, w_a_t_packed, w_a,
                                       steps, 0, B)
         return dz, dz, np.ascontiguousarray(d_next), carry_c
 

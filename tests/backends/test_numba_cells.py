@@ -9,7 +9,7 @@ import rnnbackends_numba.backend as numba_backend
 from rnnbackends import reference
 
 numba = pytest.importorskip("numba", reason="numba is not installed")
-cells = pytest.importorskip("rnnbackends_numba.cells")
+kernels = pytest.importorskip("rnnbackends_numba.kernels")
 jit_disabled = pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT", "0") != "0",
                                   reason="with NUMBA_DISABLE_JIT=1 the kernels' sigmoid is NumPy's formula")
 
@@ -119,7 +119,7 @@ def test_sigmoid_accuracy(dtype):
     """The vectorisable σ is within its stated relative error of σ in long double wherever σ is normal."""
     x = sigmoid_sample(dtype)
     got = np.empty_like(x)
-    cells.sigmoid_into(x, got)
+    kernels.sigmoid_into(x, got)
     exact = 1 / (1 + np.exp(-x.astype(np.longdouble)))
     tiny = np.finfo(dtype).tiny
     normal = exact >= tiny
@@ -134,6 +134,6 @@ def test_sigmoid_special_values(dtype):
     """±0 give 0.5, ±inf and far tails saturate exactly, NaN stays NaN."""
     x = np.array([0.0, -0.0, np.inf, -np.inf, 1000.0, -1000.0, np.nan], dtype=dtype)
     got = np.empty_like(x)
-    cells.sigmoid_into(x, got)
+    kernels.sigmoid_into(x, got)
     np.testing.assert_array_equal(got[:6], [0.5, 0.5, 1.0, 0.0, 1.0, 0.0])
     assert np.isnan(got[6])
