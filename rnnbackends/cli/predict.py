@@ -14,6 +14,7 @@ from .common import (
     read_lines,
     reading_checkpoint,
     real,
+    text,
 )
 from .train import checkpoint_task
 
@@ -23,7 +24,9 @@ def add_predict_commands(sub):
     p = sub.add_parser("predict",
                        help="predict with a saved checkpoint: one input per line in, one prediction per line out")
     add_checkpoint_option(p)
-    add_input_argument(p)
+    p.add_argument("input", nargs="*", default=["-"], type=text, metavar="FILE|-",
+                   help="input lines, one per line (default '-': standard input); speech: audio files, or '-' to "
+                        "read their paths from standard input")
     add_backend_option(p)
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("generate", help="sample text from a textgen checkpoint")
@@ -56,9 +59,14 @@ def expect_task(directory, expected, command):
 def cmd_predict(args) -> int:
     """Read inputs one per line from FILE or standard input and print one prediction per line."""
     task = get_task(checkpoint_task(args.checkpoint))
-    check_input(args.input)
+    if getattr(task, "predict_input", "lines") == "paths":               # e.g. audio files; the task checks them
+        lines = read_lines("-") if args.input == ["-"] else args.input
+    else:
+        if len(args.input) != 1:
+            raise ValueError(f"predict takes one FILE (or - for standard input), got {len(args.input)}")
+        check_input(args.input[0])
+        lines = read_lines(args.input[0])
     announce_compilation(check_backend(args.backend))
-    lines = read_lines(args.input)
     with one_blas_thread(), reading_checkpoint(args.checkpoint):
         for prediction in task.predict(args.checkpoint, lines, backend=args.backend):
             print(prediction)
