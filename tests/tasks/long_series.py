@@ -30,7 +30,7 @@ def monthly_cycle(path, years=250, seed=11):
 
 
 def daily_season(path, years=10, seed=5):
-    """Daily values with a yearly season (365.25 days), a slow trend and AR(1) noise; 365 test steps."""
+    """Daily values with a yearly season (365.25 days), a slow trend and AR(1) noise."""
     rng = np.random.default_rng(seed)
     n = 365 * years
     t = np.arange(n)
