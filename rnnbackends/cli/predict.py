@@ -59,7 +59,7 @@ def expect_task(directory, expected, command):
 def cmd_predict(args) -> int:
     """Read inputs one per line from FILE or standard input and print one prediction per line."""
     task = get_task(checkpoint_task(args.checkpoint))
-    if getattr(task, "predict_input", "lines") == "paths":               # e.g. audio files; the task checks them
+    if task.predict_input == "paths":                                   # e.g. audio files; the task checks them
         lines = read_lines("-") if args.input == ["-"] else args.input
     else:
         if len(args.input) != 1:

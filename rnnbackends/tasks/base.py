@@ -60,6 +60,7 @@ class Task(ABC):
     higher_is_better: bool
     baselines: tuple                       # the baselines' names, as in ``TaskResult.baselines``
     options: tuple = ()                    # extra ``train`` options (``Option``)
+    predict_input: str = "lines"           # what ``predict`` reads: "lines" of FILE|-, or "paths" (files to read)
 
     @abstractmethod
     def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
@@ -72,7 +73,8 @@ class Task(ABC):
 
     @abstractmethod
     def predict(self, directory, lines, *, backend=None):
-        """One output line per input line, from the checkpoint in ``directory``."""
+        """One output line per input line (or per input file, for ``predict_input = "paths"``), from the
+        checkpoint in ``directory``."""
 
     def check_options(self, options):
         """The options with defaults filled in; a ValueError naming the flag for an unknown or invalid one."""
