@@ -1,13 +1,14 @@
-"""The CPU half of the perf suite: every available CPU backend against native ``torch.nn.RNN`` on the CPU.
+"""The CPU half of the perf suite: every available CPU backend against native torch.nn.RNN/GRU/LSTM on the CPU.
 
 Grid (D = H, float32, tanh): latency (B=1; H 32, 64, 256, 512; T 96, 672), training (H 128, 256, 512 ×
 B 8, 32, 64 × T 64, 256), DeepBench's vanilla-RNN point scaled to this machine (H=1760, B=16, T=50), a long
 sequence (H=256, B=32, T=1000), and one shape added for the forward-rate target (H=1024, B=64, T=32), kept
-apart from the main grid in the targets. Per shape and pass (forward, forward+backward): median wall time of
-repeats after warm-up, all at the same thread count; µs per step; speed-up over torch; recurrent GFLOP/s (2·B·H²·T per
-forward, 3× that per forward+backward, as in perf.gpu) and its fraction of the sgemm rate measured in the same
-run; peak memory of our backends (NumPy allocations seen by tracemalloc) beyond what they return, in copies
-of the states T·B·H.
+apart from the main grid in the targets; the gated cells on the training shapes (groups gru-training and
+lstm-training, w_a (H, G·H)) against torch.nn.GRU / nn.LSTM, with their own targets. Per shape and pass
+(forward, forward+backward): median wall time of repeats after warm-up, all at the same thread count; µs per
+step; speed-up over torch; recurrent GFLOP/s (2·B·H·G·H·T per forward, 3× that per forward+backward, as in
+perf.gpu) and its fraction of the sgemm rate measured in the same run; peak memory of our backends (NumPy
+allocations seen by tracemalloc) beyond what they return, in copies of the states T·B·H.
 """
 from __future__ import annotations
 
@@ -37,7 +38,10 @@ ADDED_GROUPS = ("forward-rate",)                               # outside the mai
 
 
 GROUPS = {"latency": LATENCY, "training": TRAINING, "deepbench": DEEPBENCH, "long": LONG,
-          "forward-rate": FORWARD_RATE}
+          "forward-rate": FORWARD_RATE, "gru-training": TRAINING, "lstm-training": TRAINING}
+CELL_OF_GROUP = {"gru-training": "gru", "lstm-training": "lstm"}               # every other group: "rnn"
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+GATED_TARGETS = {"training_geomean": 1.5, "worst_fwd_bwd": 1.0}   # over torch.nn.GRU/LSTM; per step ≤ G× rnn
 
 
 def shapes(quick=False, groups=""):
@@ -78,57 +82,72 @@ def _backends(names):
             if i.available and i.spec is not None and i.spec.device == "cpu"}
 
 
-def problem(H, B, T, dtype):
-    """Host inputs and output gradients of one shape (D = H), PyTorch's default initialisation."""
+def problem(H, B, T, dtype, cell="rnn"):
+    """Host inputs and output gradients of one shape (D = H), PyTorch's default initialisation; a gated cell's
+    weights hold its G gates side by side (w_x (D, G·H), w_a (H, G·H)) and add b_r (and c0, d_c_n for LSTM)."""
     import numpy as np
+    G = GATES[cell]
     rng = np.random.default_rng(0)
     bound = 1 / np.sqrt(H)
     arrays = {"x": rng.standard_normal((T, B, H)), "a0": rng.uniform(-0.5, 0.5, (B, H)),
-              "w_x": rng.uniform(-bound, bound, (H, H)), "w_a": rng.uniform(-bound, bound, (H, H)),
-              "b_a": rng.uniform(-bound, bound, (H,)), "d_a": rng.standard_normal((T, B, H)),
+              "w_x": rng.uniform(-bound, bound, (H, G * H)), "w_a": rng.uniform(-bound, bound, (H, G * H)),
+              "b_a": rng.uniform(-bound, bound, (G * H,)), "d_a": rng.standard_normal((T, B, H)),
               "d_a_n": rng.standard_normal((B, H))}
+    if cell != "rnn":
+        arrays["b_r"] = rng.uniform(-bound, bound, (G * H,))
+    if cell == "lstm":
+        arrays["c0"], arrays["d_c_n"] = rng.uniform(-0.5, 0.5, (B, H)), rng.standard_normal((B, H))
     return {k: v.astype(dtype) for k, v in arrays.items()}
 
 
-def contract_passes(backend, p):
+def contract_passes(backend, p, cell="rnn"):
     """(forward, forward+backward) closures through the contract, on the arrays of p (host or device)."""
-    args = [p[k] for k in ("x", "a0", "w_x", "w_a", "b_a")]
+    state0 = (p["a0"], p["c0"]) if cell == "lstm" else p["a0"]
+    d_state_n = (p["d_a_n"], p["d_c_n"]) if cell == "lstm" else p["d_a_n"]
+    args = [p["x"], state0] + [p[k] for k in ("w_x", "w_a", "b_a")]
+    options = {} if cell == "rnn" else {"cell": cell, "b_r": p["b_r"]}
 
     def forward():
         """Our forward through the validating handle."""
-        return backend.forward_sequence(*args)
+        return backend.forward_sequence(*args, **options)
 
     def forward_backward():
         """Our forward then backward, into every gradient."""
-        _, _, saved = backend.forward_sequence(*args)
-        return backend.backward_sequence(saved, p["d_a"], p["d_a_n"])
+        _, _, saved = backend.forward_sequence(*args, **options)
+        return backend.backward_sequence(saved, p["d_a"], d_state_n)
     return forward, forward_backward
 
 
-def torch_passes(p, device="cpu"):
-    """(forward, forward+backward) closures of native torch.nn.RNN on device, same weights and gradients as p."""
+def torch_passes(p, device="cpu", cell="rnn"):
+    """(forward, forward+backward) closures of native torch.nn.RNN/GRU/LSTM on device, same weights and gradients
+    as p (PyTorch's CPU LSTM runs through oneDNN where it can)."""
     import torch
-
-    from rnnbackends.interop import to_torch_rnn_params
-    D, H = p["w_x"].shape
-    rnn = torch.nn.RNN(D, H, nonlinearity="tanh").to(device=device, dtype=getattr(torch, str(p["x"].dtype)))
-    params = to_torch_rnn_params(p["w_x"], p["w_a"], p["b_a"])                # weight_ih = W_Xᵀ, weight_hh = W_Aᵀ
-    rnn.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
+    D, H = p["x"].shape[2], p["a0"].shape[1]
+    module = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell](D, H)
+    module = module.to(device=device, dtype=getattr(torch, str(p["x"].dtype)))
+    b_r = p.get("b_r", 0 * p["b_a"])                                           # the simple cell: b_A holds it all
+    params = {"weight_ih_l0": p["w_x"].T, "weight_hh_l0": p["w_a"].T, "bias_ih_l0": p["b_a"], "bias_hh_l0": b_r}
+    module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in params.items()})
     x = torch.from_numpy(p["x"]).to(device).requires_grad_()
-    h0 = torch.from_numpy(p["a0"][None]).to(device).requires_grad_()
-    d_out, d_hn = torch.from_numpy(p["d_a"]).to(device), torch.from_numpy(p["d_a_n"][None]).to(device)
+    states = [torch.from_numpy(p[k][None]).to(device).requires_grad_() for k in ("a0", "c0") if k in p]
+    d_out = torch.from_numpy(p["d_a"]).to(device)
+    d_states = [torch.from_numpy(p[k][None]).to(device) for k in ("d_a_n", "d_c_n") if k in p]
+    state0 = tuple(states) if cell == "lstm" else states[0]
 
     def forward():
         """torch's inference forward."""
         with torch.no_grad():
-            return rnn(x, h0)
+            return module(x, state0)
 
     def forward_backward():
-        """torch's forward then autograd backward into x, h0 and every weight."""
-        rnn.zero_grad(set_to_none=True)
-        x.grad = h0.grad = None
-        out, h_n = rnn(x, h0)
-        torch.autograd.backward([out, h_n], [d_out, d_hn])
+        """torch's forward then autograd backward into x, the initial states and every weight."""
+        module.zero_grad(set_to_none=True)
+        x.grad = None
+        for s in states:
+            s.grad = None
+        out, state_n = module(x, state0)
+        state_n = list(state_n) if cell == "lstm" else [state_n]
+        torch.autograd.backward([out] + state_n, [d_out] + d_states)
     return forward, forward_backward
 
 
@@ -171,12 +190,14 @@ def _run_suite(args):
         if time.monotonic() - started > args.time_budget:
             rows.append({"group": group, "H": H, "B": B, "T": T, "skipped": "time budget"})
             continue
-        p = problem(H, B, T, args.dtype)
-        x_rows, projected = p["x"].reshape(T * B, H), np.empty((T * B, H), dtype=args.dtype)
+        cell = CELL_OF_GROUP.get(group, "rnn")
+        p = problem(H, B, T, args.dtype, cell)
+        x_rows, projected = p["x"].reshape(T * B, H), np.empty((T * B, p["w_x"].shape[1]), dtype=args.dtype)
         input_gemm = functools.partial(np.matmul, x_rows, p["w_x"], out=projected)   # X·W_X: the non-sequential part
         input_gemm_ms, _ = runner.time_calls(input_gemm, warmup, repeats, budget)
-        impls = {name: contract_passes(backend, p) for name, backend in names_and_backends.items()}
-        impls[PEER] = torch_passes(p)
+        impls = {name: contract_passes(backend, p, cell) for name, backend in names_and_backends.items()
+                 if cell in backend.capabilities}
+        impls[PEER] = torch_passes(p, cell=cell)
         medians = {}
         for impl, fns in impls.items():
             for pass_name, fn in zip(runner.PASSES, fns):
@@ -187,8 +208,10 @@ def _run_suite(args):
                     rows[-1]["peak_bytes"], rows[-1]["returned_bytes"] = _peak_bytes(fn)
                     if pass_name == "forward":                    # the chain alone: forward minus X·W_X
                         rows[-1]["input_gemm_ms"] = input_gemm_ms
-                        rows[-1]["gflops_chain"] = 2 * B * H * H * T / (max(ms - input_gemm_ms, 1e-6) * 1e-3) / 1e9
-                    rows[-1]["path"] = getattr(names_and_backends[impl].impl, "path", lambda *a: "")(T, B, H)
+                        rows[-1]["gflops_chain"] = (2 * B * H * GATES[cell] * H * T
+                                                    / (max(ms - input_gemm_ms, 1e-6) * 1e-3) / 1e9)
+                    path = getattr(names_and_backends[impl].impl, "path", lambda *a: "")
+                    rows[-1]["path"] = path(T, B, H) if cell == "rnn" else path(T, B, H, cell)
         peer_rows = {r["pass"]: r for r in rows[-len(medians):] if r["impl"] == PEER}
         for row in rows[-len(medians):]:
             row[f"speedup_vs_{PEER}"] = peer_rows[row["pass"]]["median_ms"] / row["median_ms"]
@@ -212,15 +235,16 @@ def _run_suite(args):
 
 
 def _row(group, H, B, T, p, impl, pass_name, ms, all_ms):
-    """One timed row."""
-    D = p["x"].shape[2]
+    """One timed row; FLOPs count the G gates of a gated cell (W_A is H × G·H)."""
+    D, GH = p["x"].shape[2], p["w_a"].shape[1]
     passes = 1 if pass_name == "forward" else 3
-    recurrent = passes * 2 * B * H * H * T / (ms * 1e-3) / 1e9
-    return {"group": group, "H": H, "B": B, "T": T, "D": D, "dtype": str(p["x"].dtype), "impl": impl,
+    recurrent = passes * 2 * B * H * GH * T / (ms * 1e-3) / 1e9
+    return {"group": group, "cell": CELL_OF_GROUP.get(group, "rnn"), "H": H, "B": B, "T": T, "D": D,
+            "dtype": str(p["x"].dtype), "impl": impl,
             "pass": pass_name, "median_ms": ms, "min_ms": min(all_ms), "repeats_ms": all_ms,
             "us_per_step": ms * 1e3 / T,
             "gflops_recurrent": recurrent,
-            "gflops_all": passes * 2 * B * (D + H) * H * T / (ms * 1e-3) / 1e9,
+            "gflops_all": passes * 2 * B * (D + H) * GH * T / (ms * 1e-3) / 1e9,
             "state_bytes": T * B * H * p["x"].itemsize}
 
 
@@ -305,9 +329,10 @@ def compile_times():
 def targets(rows, ceiling, impl="numba"):
     """The targets, measured (docs/perf.md): small-tier geometric mean, worst shape, forward rate, memory."""
     key, by_min = f"speedup_vs_{PEER}", f"speedup_vs_{PEER}_by_min"
-    ours = [r for r in rows if not r.get("skipped") and r["impl"] == impl]
+    gated = gated_targets(rows, impl)
+    ours = [r for r in rows if not r.get("skipped") and r["impl"] == impl and r["group"] not in CELL_OF_GROUP]
     if not ours:
-        return {}
+        return {"gated": gated} if gated else {}
     fb = [r for r in ours if r["pass"] == "forward+backward"]
     small = [r for r in fb if r["H"] <= SMALL_TIER["H_max"] and r["B"] <= SMALL_TIER["B_max"]]
     worst = min(ours, key=lambda r: r[key])
@@ -329,7 +354,53 @@ def targets(rows, ceiling, impl="numba"):
         "forward_chain_fraction_H1024_B64": max((r["gflops_chain"] / ceiling for r in big), default=None),
         "working_over_states_fwd_bwd": {f"{r['group']} H={r['H']} B={r['B']} T={r['T']}": _working(r)
                                         for r in fb},
+        "gated": gated,
     }
+
+
+def gated_targets(rows, impl="numba"):
+    """Per gated cell: speed-up over torch's GRU/LSTM (geometric mean, worst) and its per-step cost over the simple
+    cell's at the same H, B, T (target ≤ G, the G× larger work), where both were timed in this run."""
+    key = f"speedup_vs_{PEER}"
+    timed = {(r["group"], r["H"], r["B"], r["T"], r["pass"]): r for r in rows
+             if not r.get("skipped") and r["impl"] == impl}
+    out = {}
+    for group, cell in CELL_OF_GROUP.items():
+        mine = [r for (g, *_), r in timed.items() if g == group]
+        if not mine:
+            continue
+        result = {"cell": cell, "gates": GATES[cell], "shapes": len({(r["H"], r["B"], r["T"]) for r in mine})}
+        for pass_name, label in (("forward", "fwd"), ("forward+backward", "fwd_bwd")):
+            ups = [r for r in mine if r["pass"] == pass_name]
+            worst = min(ups, key=lambda r: r[key])
+            result[f"{label}_geomean_speedup"] = runner.geomean(r[key] for r in ups)
+            result[f"{label}_worst_speedup"] = worst[key]
+            result[f"{label}_worst_shape"] = f"H={worst['H']} B={worst['B']} T={worst['T']}"
+            ratios = {f"H={r['H']} B={r['B']} T={r['T']}": r["median_ms"] / simple["median_ms"]
+                      for r in ups if (simple := timed.get(("training", r["H"], r["B"], r["T"], pass_name)))}
+            result[f"{label}_step_cost_over_rnn"] = ratios
+        out[cell] = result
+    return out
+
+
+def gated_target_lines(gated):
+    """Markdown bullets of the gated cells' targets."""
+    lines = []
+    for cell, t in gated.items():
+        G = t["gates"]
+        lines.append(f"- {cell.upper()} over torch.nn.{cell.upper()}, {t['shapes']} training shapes: forward+backward "
+                     f"geometric mean **{t['fwd_bwd_geomean_speedup']:.2f}×** (target ≥ "
+                     f"{GATED_TARGETS['training_geomean']:g}×), worst **{t['fwd_bwd_worst_speedup']:.2f}×** at "
+                     f"{t['fwd_bwd_worst_shape']} (target ≥ {GATED_TARGETS['worst_fwd_bwd']:g}×); forward "
+                     f"{t['fwd_geomean_speedup']:.2f}× (worst {t['fwd_worst_speedup']:.2f}×)")
+        for label, name in (("fwd_bwd", "forward+backward"), ("fwd", "forward")):
+            ratios = t[f"{label}_step_cost_over_rnn"]
+            if ratios:
+                worst = max(ratios, key=ratios.get)
+                lines.append(f"  - {name} time per step over the simple cell's at the same H, B, T: median "
+                             f"{statistics.median(ratios.values()):.2f}, max **{ratios[worst]:.2f}** at {worst} "
+                             f"(target ≤ G = {G})")
+    return lines
 
 
 def markdown(result):
@@ -357,7 +428,9 @@ def markdown(result):
         n = len({(r["H"], r["B"], r["T"]) for r in rows if r["group"] == group})
         lines.append(f"| {group} | {n} | " + " | ".join(cells) + " |")
     t = result.get("targets") or {}
-    if t:
+    if t.get("gated"):
+        lines += ["", "## Targets of the gated cells (numba)", ""] + gated_target_lines(t["gated"])
+    if t.get("small_tier_shapes") is not None:
         frac = t["forward_fraction_of_sgemm_H1024_B64"]
         frac_all = t["forward_all_flops_fraction_H1024_B64"]
         frac_chain = t["forward_chain_fraction_H1024_B64"]
