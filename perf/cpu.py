@@ -501,8 +501,7 @@ def target_lines(results):
         return []
     labels = [f"{r['threads']} thread{'s' if r['threads'] != 1 else ''}" for r in results]
 
-    def measured(name, fmt, target=None):
-        values = [t.get(name) for t in ts]
+    def measured(values, fmt, target=None):
         text = "**" + " / ".join("n/a" if v is None else format(v, fmt) + ("" if "%" in fmt else "×")
                                  for v in values) + "**"
         if target is None:
@@ -513,20 +512,32 @@ def target_lines(results):
                             [f"not measured on {', '.join(unmeasured)}"] * bool(unmeasured)) or "met"
         return f"{text} (target ≥ {format(target, '.0%') if fmt.endswith('%') else f'{target:g}×'}: {verdict})"
 
-    added = ", ".join(f"H={h}, B={b}, T={t}" for group in ADDED_GROUPS for h, b, t in GROUPS.get(group, ()))
-    memory = " / ".join(f"{statistics.median(t['working_over_states_fwd_bwd'].values()):.1f}" for t in ts)
-    return [f"Targets ({' / '.join(labels)}):",
-            f"- forward+backward, geometric mean over the {ts[0]['small_tier_shapes']} shapes with "
-            f"H ≤ {SMALL_TIER['H_max']} and B ≤ {SMALL_TIER['B_max']}: "
-            + measured("small_tier_fwd_bwd_geomean_speedup", ".2f", TARGETS["small_tier"]),
-            "- worst forward+backward shape of the main grid: "
-            + measured("worst_fwd_bwd_speedup", ".2f", TARGETS["worst_fwd_bwd"])
-            + (f"; at the added shape ({added}): " + measured("forward_rate_shape_fwd_bwd_speedup", ".2f")
-               if any(t.get("forward_rate_shape_fwd_bwd_speedup") is not None for t in ts) else ""),
-            "- forward at H=1024, B=64, the chain alone as a fraction of the sgemm rate measured in the same run: "
-            + measured("forward_chain_fraction_H1024_B64", ".0%", TARGETS["forward_chain_fraction"]),
-            f"- forward+backward working memory beyond the returned arrays: median {memory} copies of the states "
-            "(T·B·H)"]
+    def simple(name, fmt, target=None):
+        return measured([t.get(name) for t in ts], fmt, target)
+
+    lines = [f"Targets ({' / '.join(labels)}):"]
+    if all("small_tier_shapes" in t for t in ts):
+        added = ", ".join(f"H={h}, B={b}, T={t}" for group in ADDED_GROUPS for h, b, t in GROUPS.get(group, ()))
+        memory = " / ".join(f"{statistics.median(t['working_over_states_fwd_bwd'].values()):.1f}" for t in ts)
+        lines += [f"- forward+backward, geometric mean over the {ts[0]['small_tier_shapes']} shapes with "
+                  f"H ≤ {SMALL_TIER['H_max']} and B ≤ {SMALL_TIER['B_max']}: "
+                  + simple("small_tier_fwd_bwd_geomean_speedup", ".2f", TARGETS["small_tier"]),
+                  "- worst forward+backward shape of the main grid: "
+                  + simple("worst_fwd_bwd_speedup", ".2f", TARGETS["worst_fwd_bwd"])
+                  + (f"; at the added shape ({added}): " + simple("forward_rate_shape_fwd_bwd_speedup", ".2f")
+                     if any(t.get("forward_rate_shape_fwd_bwd_speedup") is not None for t in ts) else ""),
+                  "- forward at H=1024, B=64, the chain alone as a fraction of the sgemm rate measured in the same "
+                  "run: " + simple("forward_chain_fraction_H1024_B64", ".0%", TARGETS["forward_chain_fraction"]),
+                  f"- forward+backward working memory beyond the returned arrays: median {memory} copies of the "
+                  "states (T·B·H)"]
+    for cell in dict.fromkeys(cell for t in ts for cell in t.get("gated", {})):
+        gated = [t.get("gated", {}).get(cell, {}) for t in ts]
+        lines.append(f"- {cell.upper()} over torch.nn.{cell.upper()}, forward+backward on the training shapes: "
+                     "geometric mean " + measured([g.get("fwd_bwd_geomean_speedup") for g in gated], ".2f",
+                                                  GATED_TARGETS["training_geomean"])
+                     + ", worst " + measured([g.get("fwd_bwd_worst_speedup") for g in gated], ".2f",
+                                             GATED_TARGETS["worst_fwd_bwd"]))
+    return lines if len(lines) > 1 else []
 
 
 def _working(row):

@@ -119,3 +119,17 @@ def test_the_pages_the_headline_writes_have_their_markers():
         text = page.read_text(encoding="utf-8")
         assert text.count(headline.BEGIN) == text.count(headline.END) == 1, page
         assert text.index(headline.BEGIN) < text.index(headline.END), page
+
+
+def test_headline_lists_the_gated_cells_targets(tmp_path, monkeypatch):
+    """A run with the GRU group: its speed-ups over torch.nn.GRU in the table and a targets line of its own."""
+    monkeypatch.setattr(cpu, "GROUPS", {**TOY_GROUPS, "gru-training": TOY_GROUPS["training"]})
+    parser = cpu.add_arguments(argparse.ArgumentParser())
+    parser.add_argument("--out")
+    args = parser.parse_args(["--threads", "1", "--warmup", "1", "--repeats", "2", "--budget", "0.05",
+                              "--no-compile-times", "--backends", "numba", "--groups", "training,gru-training",
+                              "--out", str(tmp_path)])
+    paths = runner.run(cpu, args, ["run", "--suite", "cpu"])
+    text = headline.headline(headline.load([paths[0]]))
+    assert "| gru-training (1) |" in text
+    assert "- GRU over torch.nn.GRU, forward+backward on the training shapes: geometric mean **" in text
