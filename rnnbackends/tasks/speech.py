@@ -32,13 +32,13 @@ BUNDLED = default_data("speech")
 FEATURE_RATE = 8000                       # every recording is resampled to this rate before its features
 MAX_WORD_LABELS = 64
 HYPERPARAMETERS = dict(hidden_size=128, num_layers=3, bidirectional=True, stride=3, dropout=0.2)
-TRAINING = dict(lr=0.003, lr_decay=0.93, batch_size=16, epochs=40, patience=8, clip_norm=5.0, beam_size=8,
+TRAINING = dict(lr=0.003, lr_decay=0.93, batch_size=16, epochs=40, patience=12, clip_norm=5.0, beam_size=8,
                 augment=True)                     # learning rate of epoch e (from 0): lr · lr_decay^e
 AUGMENT = dict(warp=(0.93, 1.07), stretch=(0.93, 1.07), band_mask=5, frame_mask=5, frame_masks=2)
 """Per training utterance and epoch: the mel axis warped by a factor (a shorter or longer vocal tract, like a new
 speaker), the time axis stretched (a new speaking rate), one band of up to 5 mel channels and two runs of up to 5
 frames set to the mean (SpecAugment)."""
-BASELINE = dict(hidden_size=256, stride=3, context=2, lr=0.002, epochs=10)
+BASELINE = dict(hidden_size=256, stride=3, context=2, lr=0.003, epochs=20)
 
 
 def label_set(texts):
@@ -267,13 +267,15 @@ class Speech(Task):
             base_wer, base_accuracy, _ = score(baseline, d, test, TRAINING["beam_size"])
             baselines["per-frame classifier (no recurrence)"] = base_wer
             details["per-frame classifier sentence accuracy"] = base_accuracy
+        shown = max(test[:20], key=lambda i: (len(d.texts[i].split()), -i))       # a long one of the first 20
         examples = [f"{d.utterances[i].name}: {h!r} (said {d.texts[i]!r}, voice {d.utterances[i].voice})"
                     for i, h in list(zip(test, hypotheses))[:5]]
-        return TaskResult(task=self.name, backend=model.backend.name, metric=self.metric, value=wer,
-                          baselines=baselines, higher_is_better=False, histories=histories,
-                          seconds=time.perf_counter() - started, details=details, examples=examples,
-                          plot_series={"model": model, "features": d.features[test[0]], "text": d.texts[test[0]],
-                                       "unit": d.unit, "symbols": d.symbols})
+        result = TaskResult(task=self.name, backend=model.backend.name, metric=self.metric, value=wer,
+                            baselines=baselines, higher_is_better=False, histories=histories,
+                            seconds=time.perf_counter() - started, details=details, examples=examples)
+        result.alignment = {"model": model, "features": d.features[shown], "text": d.texts[shown], "unit": d.unit,
+                            "symbols": d.symbols}                       # what ``plot`` draws
+        return result
 
     def load(self, directory, backend=None):
         """(recogniser, meta) of a speech checkpoint, its label set checked against the model."""
@@ -308,8 +310,8 @@ class Speech(Task):
     def plot(self, result, path):
         """A spectrogram of one test recording with the network's label posteriors over it (the CTC alignment)."""
         from ..speech.plot import plot_alignment
-        series = result.plot_series
-        plot_alignment(path, series["model"], series["features"], series["text"], series["unit"], series["symbols"])
+        shown = result.alignment
+        plot_alignment(path, shown["model"], shown["features"], shown["text"], shown["unit"], shown["symbols"])
 
 
 TASK = Speech()

@@ -159,10 +159,10 @@ def test_predict_on_wav_files(tmp_path):
     checkpoint.save(tmp_path / "run", model, {"task": "speech", "unit": "word", "symbols": ["no", "yes"],
                                               "feature_rate": speech.FEATURE_RATE})
     paths = [str(tmp_path / "corpus" / "train" / "0.wav"), str(tmp_path / "corpus" / "test" / "2.wav")]
-    texts = TASK.predict(tmp_path / "run", paths)
+    texts = TASK.predict(tmp_path / "run", paths, backend="numpy")
     assert len(texts) == 2 and all(set(t.split()) <= {"yes", "no"} for t in texts)
     with pytest.raises(ValueError, match="no such audio file"):
-        TASK.predict(tmp_path / "run", [str(tmp_path / "nothing.wav")])
+        TASK.predict(tmp_path / "run", [str(tmp_path / "nothing.wav")], backend="numpy")
 
 
 def test_train_on_a_user_folder_with_its_own_labels(tmp_path, monkeypatch):
@@ -178,3 +178,12 @@ def test_train_on_a_user_folder_with_its_own_labels(tmp_path, monkeypatch):
     TASK.check_data(tmp_path / "corpus")
     with pytest.raises(ValueError, match="no transcripts.tsv"):
         TASK.check_data(tmp_path / "corpus" / "train")
+
+
+@pytest.mark.slow
+def test_bundled_training_beats_the_baselines(tmp_path):
+    result = TASK.train(epochs=12, save=tmp_path / "run", progress=False)
+    assert result.value < 0.6 and result.beats_baseline
+    assert result.details["test sentence accuracy"] > 0.2
+    predicted = TASK.predict(tmp_path / "run", [], backend=None)
+    assert predicted == []
