@@ -94,6 +94,13 @@ else
     FAILED=1
 fi
 
+# NCCL (cupy.cuda.nccl) for data-parallel gradients; with mpi4py, every GPU of this node as one rank.
+step nccl 120 "$PY" -m pytest -q -rs -p no:cacheprovider tests/distributed/test_nccl_gpu.py
+GPUS=$("$PY" -c "import cupy; print(cupy.cuda.runtime.getDeviceCount())" 2>/dev/null || echo 0)
+if [ "$GPUS" -gt 1 ] && command -v mpiexec >/dev/null && "$PY" -c "import mpi4py" 2>/dev/null; then
+    step nccl_ranks 120 mpiexec -n "$GPUS" "$PY" -m pytest -q -rs -p no:cacheprovider tests/distributed/test_nccl_gpu.py
+fi
+
 ELAPSED=$(( $(date +%s) - START ))
 BUDGET=$(( 540 - ELAPSED ))  # leave the perf grid (three cells) what is left of ~9 minutes
 [ $BUDGET -lt 120 ] && BUDGET=120

@@ -121,14 +121,22 @@ def _utc_now():
 # -- running a suite and writing its outputs ---------------------------------------------------------
 
 def run(module, args, argv):
-    """Run one suite module, add the run's facts and write JSON, Markdown and PNG under args.out."""
+    """Run one suite module, add the run's facts and write JSON, Markdown and PNG under args.out. Under
+    ``mpiexec -n K`` each rank times every K-th shape on its own device and rank 0 writes the merged result
+    (perf/spread.py); the other ranks write nothing."""
+    from perf import spread
+    from rnnbackends import distributed
+    communicator = distributed.current()
     info = run_info(argv)
     started = time.perf_counter()
+    order = spread.share_grid(module, communicator)
     result = module.run_suite(args)
     info.update(finished_utc=_utc_now(), wall_s=round(time.perf_counter() - started, 1),
                 load_after=load_average())
     result["run"] = info
-    return write_outputs(result, module, args.out)
+    if communicator.size > 1:
+        result = spread.merge(communicator, result, order)
+    return [] if result is None else write_outputs(result, module, args.out)
 
 
 def peer_of(result, module=None):
@@ -144,6 +152,9 @@ def write_outputs(result, module, out_dir):
     paths = [out / f"{suite}.json", out / f"{suite}.md", out / f"{suite}.png"]
     write_atomically(paths[0], json.dumps(result, indent=1, default=float) + "\n")
     text = module.markdown(result) if hasattr(module, "markdown") else markdown(result, peer_of(result, module))
+    if "ranks" in result:                                   # a grid spread over ranks (perf/spread.py)
+        from perf.spread import ranks_markdown
+        text += ranks_markdown(result)
     write_atomically(paths[1], text)
     if not plot(result, peer_of(result, module), paths[2]):
         paths.pop()

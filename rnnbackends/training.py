@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .optimizers import clip_grad_norm, clip_grad_value
 
 
@@ -54,12 +54,16 @@ def fingerprint(*parts):
     return digest.hexdigest()
 
 
-def train_step(model, loss_fn, optimizer, batch, clip_norm=None, clip_value=None):
-    """One forward, backward and update on ``batch``; returns the loss."""
-    logits = model.forward(*batch.inputs)
-    loss, d_logits = loss_fn(logits, batch.targets, batch.mask)
-    model.backward(d_logits)
-    grads = model.grads
+def train_step(model, loss_fn, optimizer, batch, clip_norm=None, clip_value=None, communicator=None):
+    """One forward, backward and update on ``batch``; returns the loss. With a ``communicator`` of N ranks each
+    computes its block of the batch's rows and the gradients are summed (rnnbackends.distributed)."""
+    if communicator is not None and communicator.size > 1:
+        loss, grads = distributed.global_batch_gradients(communicator, model, loss_fn, batch)
+    else:
+        logits = model.forward(*batch.inputs)
+        loss, d_logits = loss_fn(logits, batch.targets, batch.mask)
+        model.backward(d_logits)
+        grads = model.grads
     if clip_value is not None:
         clip_grad_value(grads, clip_value)
     if clip_norm is not None:
@@ -76,7 +80,7 @@ def improves(value, best, higher_is_better):
 def fit(model, loss_fn, optimizer, train_batches, *, epochs=10, validate=None, monitor="val_loss",
         higher_is_better=False, patience=None, restore_best=True, clip_norm=None, clip_value=None,
         start_epoch=0, history=None, best=None, best_state=None, on_improvement=None, on_epoch_end=None,
-        progress=True, log=log_to_stderr, description="train"):
+        progress=True, log=log_to_stderr, description="train", communicator=None):
     """Train for up to ``epochs`` epochs; returns the history, a list of one dict per epoch.
 
     ``train_batches(epoch)`` gives that epoch's list of Batches; ``validate(model)`` (run in eval mode) gives a
@@ -86,7 +90,16 @@ def fit(model, loss_fn, optimizer, train_batches, *, epochs=10, validate=None, m
     run, pass ``start_epoch`` and the earlier ``history``, ``best`` record and ``best_state`` weights. A stateful
     model's carried state is reset at the start of every epoch. ``on_epoch_end(epoch, record)`` runs after each
     epoch (e.g. to save a checkpoint).
+
+    Under ``mpiexec -n N`` (or with a ``communicator``) training is data-parallel: every rank starts from rank 0's
+    weights and optimiser state, computes its block of each batch's rows and applies the same summed update;
+    rank 0 alone validates (the others receive its record), logs and shows progress.
     """
+    communicator = distributed.current() if communicator is None else communicator
+    if communicator.size > 1:
+        distributed.share_weights(communicator, model)
+        distributed.share_optimizer(communicator, optimizer, model.xp)
+        progress, log = progress and communicator.rank == 0, log if communicator.rank == 0 else None
     history = [] if history is None else history                          # appended to in place
     best = dict(best) if best else None
     for epoch in range(start_epoch, epochs):
@@ -102,13 +115,13 @@ def fit(model, loss_fn, optimizer, train_batches, *, epochs=10, validate=None, m
         bar = tqdm(train_batches(epoch), desc=f"{description} epoch {epoch + 1}/{epochs}", leave=False,
                    disable=None if progress else True, file=sys.stderr)          # None: only on a terminal
         for batch in bar:
-            total += train_step(model, loss_fn, optimizer, batch, clip_norm, clip_value)
+            total += train_step(model, loss_fn, optimizer, batch, clip_norm, clip_value, communicator)
             count += 1
             bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
         record = {"epoch": epoch + 1, "loss": total / max(count, 1)}
         if validate is not None:
             model.eval()
-            record.update(validate(model))
+            record.update(distributed.on_root(communicator, lambda: validate(model)))
         record["seconds"] = time.perf_counter() - started
         history.append(record)
         if log is not None:
@@ -172,14 +185,18 @@ def read_last(folder, print_name):
 
 def train_members(members, loss_fn, validate, *, epochs, meta, data_fingerprint, save=None, resume=False,
                   monitor="val_loss", higher_is_better=False, patience=None, clip_norm=None, progress=True,
-                  log=None, description="train"):
+                  log=None, description="train", communicator=None):
     """Train each member with ``fit``; save best and last checkpoints under ``save``; resume from them.
 
     ``validate(model)`` gives a dict holding ``monitor``; ``meta`` is what the saved checkpoints carry for
     prediction (``task``, vocabularies, ...); ``data_fingerprint`` (see ``fingerprint``) identifies the training
     data, vocabulary, seed and options, and ``resume`` refuses a run saved with another. Returns a ``Run`` whose
-    models hold their best weights, in eval mode.
+    models hold their best weights, in eval mode. Under ``mpiexec -n N`` (see ``fit``) rank 0 alone reads and
+    writes ``save`` and logs; the other ranks continue from the state it sends them.
     """
+    communicator = distributed.current() if communicator is None else communicator
+    if communicator.rank != 0:
+        save, resume, progress, log = None, False, False, None
     task = meta.get("task", "this task")
     if resume and save is None:
         raise ValueError("--resume needs --save DIR (the folder of the interrupted run)")
@@ -211,6 +228,10 @@ def train_members(members, loss_fn, validate, *, epochs, meta, data_fingerprint,
                 best_state = checkpoint.load(folder, model.backend)[0][0].state_dict()
             if log is not None and start_epoch < epochs:
                 log(f"{name}: resuming after epoch {start_epoch} from {folder / 'last'}")
+        if communicator.size > 1:
+            state, best_state = distributed.share_run(communicator, model, optimizer, rngs, {
+                "epoch": start_epoch, "history": history, "best": best}, best_state)
+            start_epoch, history, best = state["epoch"], state["history"], state["best"]
 
         tracked = {"best": best}
 
@@ -232,7 +253,7 @@ def train_members(members, loss_fn, validate, *, epochs, meta, data_fingerprint,
         fit(model, loss_fn, optimizer, member.batches, epochs=epochs, validate=validate, monitor=monitor,
             higher_is_better=higher_is_better, patience=patience, clip_norm=clip_norm, start_epoch=start_epoch,
             history=history, best=best, best_state=best_state, on_improvement=save_best, on_epoch_end=save_last,
-            progress=progress, log=log, description=name)
+            progress=progress, log=log, description=name, communicator=communicator)
         run.models.append(model)
         run.histories.append(history)
         run.bests.append(tracked["best"])

@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from .. import checkpoint
+from .. import checkpoint, distributed
 from ..files import write_atomically
 from ..tasks import TASKS, get_task
 from .common import (
@@ -179,24 +179,32 @@ def check_train_arguments(args, task):
     return options
 
 
+@distributed.together()                  # `mpiexec -n N`: an error on one rank prints it and stops every rank
 def cmd_train(args) -> int:
     """Train TASK, print the metric beside the baselines and a few example predictions; save, plot, write metrics."""
     task = get_task(args.task)
     options = check_train_arguments(args, task)
     backend = check_backend(args.backend)
     announce_compilation(backend)
+    root = distributed.current().rank == 0                # `mpiexec -n N`: rank 0 alone saves, logs and reports
     with one_blas_thread():
         result = task.train(data=args.data, backend=args.backend, epochs=args.epochs, seed=args.seed,
-                            save=args.save, resume=args.resume, progress=not args.quiet,
-                            log=None if args.quiet else log_line, **options)
+                            save=args.save if root else None, resume=args.resume and root,
+                            progress=root and not args.quiet, log=None if args.quiet or not root else log_line,
+                            **options)
+    if not root:
+        return 0
     report(result)
     if args.save:
         print(f"checkpoint saved to {args.save}")
     if args.metrics_out:
         write_metrics(args.metrics_out, result.metrics())
     if args.plot:
-        from ..plotting import plot_result
-        plot_result(result, args.plot)
+        if hasattr(task, "plot"):                                        # a task's own figure (speech)
+            task.plot(result, args.plot)
+        else:
+            from ..plotting import plot_result
+            plot_result(result, args.plot)
         print(f"plot saved to {args.plot}")
     return 0
 
