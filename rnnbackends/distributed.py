@@ -31,6 +31,7 @@ import numpy as np
 from .arrays import to_host
 
 LAUNCHER_VARIABLES = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE")
+SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 _current = None
 
 
@@ -39,15 +40,22 @@ def launched_by_mpiexec():
     return next((name for name in LAUNCHER_VARIABLES if name in os.environ), None)
 
 
+def launched_size():
+    """The number of ranks the launcher says it started, or None when it does not say."""
+    return next((int(os.environ[name]) for name in SIZE_VARIABLES if os.environ.get(name, "").isdigit()), None)
+
+
 def current():
-    """This process's communicator: ``SingleProcess`` unless launched by ``mpiexec`` (then the MPI world)."""
+    """This process's communicator: ``SingleProcess`` unless launched by ``mpiexec`` with more than one rank (then
+    the MPI world). A launcher that does not say how many ranks (srun's PMIx) gets MPI only when mpi4py is there."""
     global _current
     if _current is None:
-        variable = launched_by_mpiexec()
-        if variable is None:
+        variable, size = launched_by_mpiexec(), launched_size()
+        mpi4py = importlib.util.find_spec("mpi4py") is not None
+        if variable is None or size == 1 or size is None and not mpi4py:
             _current = SingleProcess()
         else:
-            if importlib.util.find_spec("mpi4py") is None:
+            if not mpi4py:
                 raise ValueError(f"launched by mpiexec ({variable} is set) but mpi4py is not installed: "
                                  "pip install 'rnnbackends[mpi]'")
             _current = MPICommunicator()

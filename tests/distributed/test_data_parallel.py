@@ -159,6 +159,11 @@ def test_mpiexec_without_mpi4py_is_one_line(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mpi4py" else real(name, *a))
     with pytest.raises(ValueError, match=r"PMI_SIZE is set\) but mpi4py is not installed: pip install 'rnnbackends\["):
         distributed.current()
+    for variable, value in (("PMI_SIZE", "1"), ("PMIX_RANK", "0")):             # mpiexec -n 1; srun without MPI
+        monkeypatch.delenv("PMI_SIZE")
+        monkeypatch.setenv(variable, value)
+        monkeypatch.setattr(distributed, "_current", None)
+        assert isinstance(distributed.current(), distributed.SingleProcess)
 
 
 class FakeDeviceArray:
