@@ -87,16 +87,25 @@ class SingleProcess:
         """Nothing to wait for."""
 
     def broadcast_object(self, value, root=0):
-        """``value`` after a JSON round trip (what the other communicators deliver)."""
-        return json.loads(json.dumps(value))
+        """``value`` itself."""
+        return value
 
     def gather_object(self, value, root=0):
-        """[``value``] after a JSON round trip."""
-        return [json.loads(json.dumps(value))]
+        """[``value``]."""
+        return [value]
 
     def abort(self, code):
         """Exit this process with ``code``."""
         raise SystemExit(code)
+
+
+def to_json(value):
+    """``value`` as JSON bytes in a uint8 array; NumPy scalars and arrays become numbers and lists."""
+    def plain(item):
+        if isinstance(item, (np.generic, np.ndarray)):
+            return item.tolist()
+        raise TypeError(f"cannot send a {type(item).__name__} between ranks (JSON values only)")
+    return np.frombuffer(json.dumps(value, default=plain).encode(), np.uint8).copy()
 
 
 def wait(request):
@@ -200,16 +209,16 @@ class MPICommunicator:
 
     def broadcast_object(self, value, root=0):
         """Rank ``root``'s JSON-able ``value`` on every rank."""
-        data = np.frombuffer(json.dumps(value).encode(), np.uint8) if self.rank == root else None
+        data = to_json(value) if self.rank == root else None
         size = np.array([0 if data is None else data.size], np.int64)
         self.broadcast(size, root)
-        buffer = np.empty(int(size[0]), np.uint8) if data is None else data.copy()
+        buffer = np.empty(int(size[0]), np.uint8) if data is None else data
         self.broadcast(buffer, root)
         return json.loads(buffer.tobytes().decode())
 
     def gather_object(self, value, root=0):
         """Every rank's JSON-able ``value``, in rank order, on ``root`` (None elsewhere)."""
-        data = np.frombuffer(json.dumps(value).encode(), np.uint8).copy()
+        data = to_json(value)
         sizes = np.zeros(self.size, np.int64)
         wait(self.comm.Iallgather(np.array([data.size], np.int64), sizes))
         received = np.empty(int(sizes.sum()), np.uint8) if self.rank == root else None

@@ -37,6 +37,8 @@ def test_collectives_of_the_world():
     assert comm.allreduce_sum(np.full(5, comm.rank + 1.0)).tolist() == [comm.size * (comm.size + 1) / 2] * 5
     assert comm.broadcast(np.full(3, comm.rank, np.int64), root=comm.size - 1).tolist() == [comm.size - 1] * 3
     assert comm.broadcast_object({"rank": comm.rank, "x": [1.5, None]}) == {"rank": 0, "x": [1.5, None]}
+    if comm.size > 1:
+        assert comm.broadcast_object({"a": np.float32(0.5), "b": np.arange(2)}) == {"a": 0.5, "b": [0, 1]}
     gathered = comm.gather_object({"rank": comm.rank})
     assert gathered == ([{"rank": r} for r in range(comm.size)] if comm.rank == 0 else None)
     comm.barrier()
@@ -79,8 +81,8 @@ def test_n_ranks_follow_the_loss_curve_of_one_process_with_the_whole_batch(case)
     data = batches(seed=2, rows=4 * comm.size + 1)       # N·B rows (+1: blocks differ by a row)
     check = batches(seed=9, batches=1)[0]
 
-    def validate(model):
-        return {"val_loss": loss_fn(model.forward(*check.inputs), check.targets, check.mask)[0]}
+    def validate(model):                                          # NumPy scalars travel as JSON numbers
+        return {"val_loss": np.float32(loss_fn(model.forward(*check.inputs), check.targets, check.mask)[0])}
 
     def train(communicator):
         model = make()
