@@ -125,7 +125,7 @@ def _availability():
         driver, runtime = cupy.cuda.runtime.driverGetVersion(), cupy.cuda.runtime.runtimeGetVersion()
     except Exception as exc:
         return False, f"CUDA driver unusable: {type(exc).__name__}: {exc}"
-    if driver < runtime:
+    if driver // 1000 < runtime // 1000:                          # minor-version compatibility within a major
         return False, (f"CUDA driver too old: driver supports CUDA {driver // 1000}.{driver % 1000 // 10}, "
                        f"CuPy was built for {runtime // 1000}.{runtime % 1000 // 10}")
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)

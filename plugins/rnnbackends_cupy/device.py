@@ -6,7 +6,9 @@ Both devices offer the same small vocabulary, so the backend's host code is one 
 """
 from __future__ import annotations
 
+import ctypes
 import functools
+import logging
 import os
 import re
 import warnings
@@ -16,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+log = logging.getLogger("rnnbackends.cupy")
 
 # Which .cu file holds which kernel, and whether its module is launched cooperatively (grid_sync inside).
 MODULES = {
@@ -86,6 +89,7 @@ class CudaDevice:
         self._modules = {}
         self._functions = {}
         self._capture_stream = None
+        self._capturing, self._blas = False, None  # captured GEMMs go to our own cuBLAS handle (_captured_gemm)
         self.persistent_error = None  # set if the persistent kernels failed here (chain._persistent_failed)
         self.graphs_enabled = os.environ.get("RNNBACKENDS_CUPY_GRAPHS", "1") not in ("0", "")
 
@@ -121,8 +125,57 @@ class CudaDevice:
         return launch
 
     def gemm(self, a, b, out):
-        """out = a @ b through cuBLAS."""
-        self.cupy.matmul(a, b, out=out)
+        """out = a @ b through cuBLAS (CuPy's matmul; our own handle while a graph is being captured)."""
+        if self._capturing and self._blas is not None and self._blas[3]:
+            return self._captured_gemm(a, b, out)
+        try:
+            self.cupy.matmul(a, b, out=out)
+        except NotImplementedError:               # CuPy refuses cuBLAS while a stream captures (before any call)
+            if not self._capturing or self._blas is None:
+                raise
+            self._blas = self._blas[:3] + (True,)
+            self._captured_gemm(a, b, out)
+
+    def _captured_gemm(self, a, b, out):
+        """out (m, n) = a (m, k) · b (k, n), C-contiguous, by cublas{S,D}gemm on the capturing stream.
+
+        CuPy refuses every cuBLAS call while a stream captures (its cublas.setStream raises), although cuBLAS
+        supports capture with a workspace set beforehand: so the graph path calls cuBLAS itself, through ctypes.
+        Row-major out = a·b is column-major outᵀ = bᵀ·aᵀ.
+        """
+        lib, handle = self._cublas()
+        (m, k), n = a.shape, b.shape[1]
+        if not all(x.flags.c_contiguous for x in (a, b, out)):
+            raise ValueError("captured GEMM operands must be C-contiguous")
+        scalar, gemm = (ctypes.c_float, lib.cublasSgemm_v2) if a.dtype == np.float32 else \
+            (ctypes.c_double, lib.cublasDgemm_v2)
+        lib.cublasSetStream_v2(handle, ctypes.c_void_p(self.cupy.cuda.get_current_stream().ptr))
+        alpha, beta = scalar(1.0), scalar(0.0)                      # host pointer mode: read at the call
+        status = gemm(handle, 0, 0, n, m, k, ctypes.byref(alpha), ctypes.c_void_p(b.data.ptr), n,
+                      ctypes.c_void_p(a.data.ptr), k, ctypes.byref(beta), ctypes.c_void_p(out.data.ptr), n)
+        if status != 0:
+            raise RuntimeError(f"cuBLAS gemm failed during capture (status {status})")
+
+    def _cublas(self):
+        """(libcublas, a handle of this device with a 32 MiB workspace of its own), made once."""
+        if self._blas is None:
+            lib = None
+            for soname in ("libcublas.so.13", "libcublas.so.12", "libcublas.so"):   # the one CuPy loaded
+                try:
+                    lib = ctypes.CDLL(soname)
+                    break
+                except OSError:
+                    continue
+            if lib is None:
+                raise OSError("libcublas not found for the captured per-step GEMMs")
+            handle = ctypes.c_void_p()
+            if lib.cublasCreate_v2(ctypes.byref(handle)) != 0:
+                raise RuntimeError("cublasCreate failed")
+            workspace = self.cupy.empty(32 << 20, dtype=np.uint8)  # capture may not allocate: give it one
+            if lib.cublasSetWorkspace_v2(handle, ctypes.c_void_p(workspace.data.ptr), ctypes.c_size_t(32 << 20)):
+                raise RuntimeError("cublasSetWorkspace failed")
+            self._blas = (lib, handle, workspace, False)   # last: CuPy refused cuBLAS in a capture already
+        return self._blas[:2]
 
     def capture(self, record):
         """Capture what `record()` launches into a CUDA graph (on a side stream); None if graphs are off."""
@@ -133,11 +186,17 @@ class CudaDevice:
         if self._capture_stream is None:
             self._capture_stream = self.cupy.cuda.Stream(non_blocking=True)
         stream = self._capture_stream
+        try:
+            self._cublas()                            # our handle and workspace exist before the capture
+        except (OSError, RuntimeError, AttributeError) as exc:
+            log.debug("no direct cuBLAS handle for captures (%s); CuPy's matmul is used", exc)
         with stream:
             stream.begin_capture()
+            self._capturing = True
             try:
                 record()
             finally:
+                self._capturing = False
                 graph = stream.end_capture()
         return _CudaGraph(graph, self.cupy)
 
