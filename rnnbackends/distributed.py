@@ -306,7 +306,9 @@ def together(communicator=None):
         code = 2 if isinstance(exc, (ValueError, OSError)) else 130 if isinstance(exc, KeyboardInterrupt) else 1
         if code == 1:
             traceback.print_exc()
-        print(f"rnnbackends: error on rank {communicator.rank} of {communicator.size} ({socket.gethostname()}): "
+        where = f"rank {communicator.rank} of {communicator.size} ({socket.gethostname()})"
+        print(f"rnnbackends: interrupted on {where}; stopping every rank (a run saved with --save continues with "
+              "--resume)" if code == 130 else f"rnnbackends: error on {where}: "
               f"{' '.join(str(exc).split()) or type(exc).__name__}; stopping every rank", file=sys.stderr)
         sys.stderr.flush()
         communicator.abort(code)
