@@ -203,6 +203,8 @@ class RNN(Layer):
         self.reverse = xp.asarray(reverse_index(self.lengths, T, B))               # (T, B)
         for dropout in self.dropouts:
             dropout.training = self.training
+        if lstm and a0 is not None and not isinstance(a0, (tuple, list)) and getattr(a0, "ndim", 0) == 4:
+            a0 = (a0[0], a0[1])                                                     # final_state's stacked form
         if lstm and a0 is not None and (not isinstance(a0, (tuple, list)) or len(a0) != 2):
             raise TypeError("an LSTM's initial state is the pair (a0, c0), each (layers·dirs, B, H)")
         zeros = xp.zeros((B, H), dtype=x.dtype)
@@ -232,6 +234,11 @@ class RNN(Layer):
         if self.return_sequences:
             return layer_input                                                     # (T, B, H·dirs)
         return xp.concatenate([f[0] for f in finals[-self.directions:]], axis=1)   # (B, H·dirs)
+
+    @property
+    def final_state(self):
+        """The final state as one array: A_n (layers·dirs, B, H), or for an LSTM A_n and C_n stacked (2, ...)."""
+        return self.a_n if self.cell != "lstm" else self.xp.stack([self.a_n, self.c_n])
 
     def backward(self, d_y, d_a_n=None, d_c_n=None):
         """dL/dA (or dL/d final states), dL/d a_n (and c_n) (layers·dirs, B, H) -> dL/dX (T, B, D); sets d_a0

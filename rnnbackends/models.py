@@ -91,17 +91,17 @@ class SequenceClassifier(Model):
     """
 
     def __init__(self, vocab_size, num_classes=2, embed_dim=64, hidden_size=64, num_layers=1, bidirectional=False,
-                 pooling="last", dropout=0.0, embed_dropout=0.0, nonlinearity="tanh", padding_idx=0,
+                 pooling="last", dropout=0.0, embed_dropout=0.0, nonlinearity="tanh", cell="rnn", padding_idx=0,
                  backend=None, dtype="float32", seed=0):
         config = dict(vocab_size=vocab_size, num_classes=num_classes, embed_dim=embed_dim, hidden_size=hidden_size,
                       num_layers=num_layers, bidirectional=bidirectional, pooling=pooling, dropout=dropout,
-                      embed_dropout=embed_dropout, nonlinearity=nonlinearity, padding_idx=padding_idx)
+                      embed_dropout=embed_dropout, nonlinearity=nonlinearity, cell=cell, padding_idx=padding_idx)
         super().__init__(config, backend, dtype, seed)
         self.pooling = pooling
         self.encoder, width = word_encoder(self, vocab_size, embed_dim, padding_idx)
         self.embed_dropout = self.add("embed_dropout", Dropout(embed_dropout, self.rng, **self.common()))
         self.rnn = self.add("rnn", RNN(width, hidden_size, num_layers, bidirectional, nonlinearity, dropout,
-                                       return_sequences=pooling != "last", rng=self.rng, **self.common()))
+                                       return_sequences=pooling != "last", rng=self.rng, cell=cell, **self.common()))
         self.pool = self.add("pool", SequencePool(pooling, **self.common())) if pooling != "last" else None
         self.dropout = self.add("dropout", Dropout(dropout, self.rng, **self.common()))
         outputs = 1 if num_classes == 2 else num_classes
@@ -128,14 +128,14 @@ class SequenceTagger(Model):
     """Many-to-many of the same length: words -> Embedding -> RNN -> Dense on every step -> logits (T, B, K)."""
 
     def __init__(self, vocab_size, num_tags, embed_dim=64, hidden_size=64, num_layers=1, bidirectional=True,
-                 dropout=0.0, nonlinearity="tanh", padding_idx=0, backend=None, dtype="float32", seed=0):
+                 dropout=0.0, nonlinearity="tanh", cell="rnn", padding_idx=0, backend=None, dtype="float32", seed=0):
         config = dict(vocab_size=vocab_size, num_tags=num_tags, embed_dim=embed_dim, hidden_size=hidden_size,
                       num_layers=num_layers, bidirectional=bidirectional, dropout=dropout, nonlinearity=nonlinearity,
-                      padding_idx=padding_idx)
+                      cell=cell, padding_idx=padding_idx)
         super().__init__(config, backend, dtype, seed)
         self.encoder, width = word_encoder(self, vocab_size, embed_dim, padding_idx)
         self.rnn = self.add("rnn", RNN(width, hidden_size, num_layers, bidirectional, nonlinearity, dropout,
-                                       rng=self.rng, **self.common()))
+                                       rng=self.rng, cell=cell, **self.common()))
         self.output = self.add("output", Dense(hidden_size * self.rnn.directions, num_tags, rng=self.rng,
                                                **self.common()))
 
@@ -156,17 +156,17 @@ class FeatureTagger(Model):
     """
 
     def __init__(self, vocab_size, num_features, num_tags, embed_dim=32, hidden_size=128, num_layers=1,
-                 bidirectional=True, dropout=0.0, embed_dropout=0.0, nonlinearity="tanh", padding_idx=0,
+                 bidirectional=True, dropout=0.0, embed_dropout=0.0, nonlinearity="tanh", cell="rnn", padding_idx=0,
                  backend=None, dtype="float32", seed=0):
         config = dict(vocab_size=vocab_size, num_features=num_features, num_tags=num_tags, embed_dim=embed_dim,
                       hidden_size=hidden_size, num_layers=num_layers, bidirectional=bidirectional, dropout=dropout,
-                      embed_dropout=embed_dropout, nonlinearity=nonlinearity, padding_idx=padding_idx)
+                      embed_dropout=embed_dropout, nonlinearity=nonlinearity, cell=cell, padding_idx=padding_idx)
         super().__init__(config, backend, dtype, seed)
         self.num_features, self.embed_dim = num_features, embed_dim
         self.embedding = self.add("embedding", Embedding(vocab_size, embed_dim, padding_idx, self.rng, **self.common()))
         self.embed_dropout = self.add("embed_dropout", Dropout(embed_dropout, self.rng, **self.common()))
         self.rnn = self.add("rnn", RNN(num_features * embed_dim, hidden_size, num_layers, bidirectional, nonlinearity,
-                                       dropout, rng=self.rng, **self.common()))
+                                       dropout, rng=self.rng, cell=cell, **self.common()))
         self.dropout = self.add("dropout", Dropout(dropout, self.rng, **self.common()))
         self.output = self.add("output", Dense(hidden_size * self.rnn.directions, num_tags, rng=self.rng,
                                                **self.common()))
@@ -193,14 +193,14 @@ class LanguageModel(Model):
     """
 
     def __init__(self, vocab_size, embed_dim=64, hidden_size=128, num_layers=1, dropout=0.0, nonlinearity="tanh",
-                 stateful=False, padding_idx=None, backend=None, dtype="float32", seed=0):
+                 cell="rnn", stateful=False, padding_idx=None, backend=None, dtype="float32", seed=0):
         config = dict(vocab_size=vocab_size, embed_dim=embed_dim, hidden_size=hidden_size, num_layers=num_layers,
-                      dropout=dropout, nonlinearity=nonlinearity, stateful=stateful, padding_idx=padding_idx)
+                      dropout=dropout, nonlinearity=nonlinearity, cell=cell, stateful=stateful, padding_idx=padding_idx)
         super().__init__(config, backend, dtype, seed)
         self.stateful = stateful
         self.encoder, width = word_encoder(self, vocab_size, embed_dim, padding_idx)
         self.rnn = self.add("rnn", RNN(width, hidden_size, num_layers, False, nonlinearity, dropout,
-                                       rng=self.rng, **self.common()))
+                                       rng=self.rng, cell=cell, **self.common()))
         self.output = self.add("output", Dense(hidden_size, vocab_size, rng=self.rng, **self.common()))
         self.state = None
 
@@ -209,13 +209,14 @@ class LanguageModel(Model):
         self.state = None
 
     def forward(self, ids, lengths=None, a0=None):
-        """ids (T, B) -> logits (T, B, V); a0 (layers, B, H) or the carried state when stateful."""
+        """ids (T, B) -> logits (T, B, V); a0 (layers, B, H) (an LSTM's stacked with C: (2, layers, B, H)) or the
+        carried state when stateful."""
         a0 = self.state if a0 is None and self.stateful else a0
-        if a0 is not None and a0.shape[1] != ids.shape[1]:
+        if a0 is not None and a0.shape[-2] != ids.shape[1]:
             a0 = None                                                             # a batch of another size
         logits = self.output.forward(self.rnn.forward(self.encoder.forward(ids), lengths, a0))
         if self.stateful:
-            self.state = self.rnn.a_n                                             # carried, not backpropagated into
+            self.state = self.rnn.final_state                                     # carried, not backpropagated into
         return logits
 
     def backward(self, d_logits):
@@ -226,7 +227,7 @@ class LanguageModel(Model):
         """tokens (B,), state (layers, B, H) on the host or None -> logits (B, V) and the new state, on the host."""
         a0 = None if state is None else self.xp.asarray(state, dtype=self.dtype)
         a = self.rnn.forward(self.encoder.forward(np.asarray(tokens, dtype=np.int64)[None]), None, a0)  # (1, B, H)
-        return to_host(self.output.forward(a)[0]), to_host(self.rnn.a_n)
+        return to_host(self.output.forward(a)[0]), to_host(self.rnn.final_state)
 
     def generate(self, prime_ids, length, temperature=1.0, top_k=None, rng=None, end_id=None, banned=()):
         """``length`` ids sampled after ``prime_ids`` (a non-empty list): greedy at temperature 0, else top-k
@@ -235,7 +236,7 @@ class LanguageModel(Model):
         state = None
         if len(prime_ids) > 1:                                                    # read the prime in one pass
             self.rnn.forward(self.encoder.forward(np.asarray(prime_ids[:-1], dtype=np.int64)[:, None]))
-            state = to_host(self.rnn.a_n)                                         # (layers, 1, H)
+            state = to_host(self.rnn.final_state)                                 # (layers, 1, H) or (2, ...)
         return sample_sequence(self.step, state, prime_ids[-1], length, temperature, top_k, rng, end_id, banned)
 
 
@@ -248,10 +249,10 @@ class EncoderDecoder(Model):
     """
 
     def __init__(self, source_vocab_size, target_vocab_size, embed_dim=64, hidden_size=128, nonlinearity="tanh",
-                 padding_idx=0, dropout=0.0, feed_context=False, backend=None, dtype="float32", seed=0):
+                 cell="rnn", padding_idx=0, dropout=0.0, feed_context=False, backend=None, dtype="float32", seed=0):
         config = dict(source_vocab_size=source_vocab_size, target_vocab_size=target_vocab_size, embed_dim=embed_dim,
-                      hidden_size=hidden_size, nonlinearity=nonlinearity, padding_idx=padding_idx, dropout=dropout,
-                      feed_context=feed_context)
+                      hidden_size=hidden_size, nonlinearity=nonlinearity, cell=cell, padding_idx=padding_idx,
+                      dropout=dropout, feed_context=feed_context)
         super().__init__(config, backend, dtype, seed)
         common = self.common()
         self.embed_dim, self.feed_context = embed_dim, feed_context
@@ -260,10 +261,10 @@ class EncoderDecoder(Model):
         self.target_embedding = self.add("target_embedding", Embedding(target_vocab_size, embed_dim, padding_idx,
                                                                        self.rng, **common))
         self.encoder = self.add("encoder", RNN(embed_dim, hidden_size, nonlinearity=nonlinearity,
-                                               return_sequences=False, rng=self.rng, **common))
+                                               return_sequences=False, rng=self.rng, cell=cell, **common))
         decoder_input = embed_dim + hidden_size if feed_context else embed_dim
         self.decoder = self.add("decoder", RNN(decoder_input, hidden_size, nonlinearity=nonlinearity, rng=self.rng,
-                                               **common))
+                                               cell=cell, **common))
         self.output = self.add("output", Dense(hidden_size, target_vocab_size, rng=self.rng, **common))
         self.source_dropout = self.add("source_dropout", Dropout(dropout, self.rng, **common))
         self.target_dropout = self.add("target_dropout", Dropout(dropout, self.rng, **common))
@@ -281,7 +282,8 @@ class EncoderDecoder(Model):
         x_source = self.source_dropout.forward(self.source_embedding.forward(source_ids))             # (S, B, D)
         summary = self.encoder.forward(x_source, source_lengths)                                      # A_n (B, H)
         x_target = self.target_dropout.forward(self.target_embedding.forward(target_in_ids))         # (T, B, D)
-        a = self.decoder.forward(self.decoder_input(x_target, summary), target_lengths, summary[None])  # (T, B, H)
+        a = self.decoder.forward(self.decoder_input(x_target, summary), target_lengths,                # (T, B, H)
+                                 self.encoder.final_state)                                           # A_0 (, C_0)
         return self.output.forward(self.output_dropout.forward(a))
 
     def backward(self, d_logits):
@@ -293,21 +295,25 @@ class EncoderDecoder(Model):
             d_summary = d_summary + d_x[:, :, self.embed_dim:].sum(axis=0)
             d_x = d_x[:, :, :self.embed_dim]
         self.target_embedding.backward(self.target_dropout.backward(d_x))
-        d_x_source = self.encoder.backward(d_summary)
+        d_x_source = self.encoder.backward(d_summary, None, self.decoder.d_c0)   # an LSTM hands over C_n too
         self.source_embedding.backward(self.source_dropout.backward(d_x_source))
 
     def encode(self, source_ids, source_lengths=None):
-        """source (S, B), lengths (B,) -> the decoding state on the host: A_0 = A_n (1, B, H), and A_n again
-        (2, B, H) with ``feed_context``."""
+        """source (S, B), lengths (B,) -> the decoding state on the host, rows (k, B, H): A_0 = A_n (and C_0 = C_n
+        for an LSTM), then A_n again as the fed context with ``feed_context``."""
         summary = to_host(self.encoder.forward(self.source_embedding.forward(source_ids), source_lengths))   # (B, H)
-        return np.stack([summary, summary]) if self.feed_context else summary[None]
+        rows = [summary] + ([to_host(self.encoder.c_n[0])] if self.encoder.cell == "lstm" else [])
+        return np.stack(rows + [summary] if self.feed_context else rows)
 
     def step(self, tokens, state):
         """tokens (B,), the state from ``encode`` or the last step, on the host -> logits (B, V_target), new state."""
         state = self.xp.asarray(state, dtype=self.dtype)
+        parts = 2 if self.decoder.cell == "lstm" else 1                                              # A (, C) rows
+        a0 = (state[:1], state[1:2]) if parts == 2 else state[:1]
         x_target = self.target_embedding.forward(np.asarray(tokens, dtype=np.int64)[None])          # (1, B, D)
-        a = self.decoder.forward(self.decoder_input(x_target, state[-1]), None, state[:1])           # (1, B, H)
-        new_state = self.xp.concatenate([self.decoder.a_n, state[1:]]) if self.feed_context else self.decoder.a_n
+        a = self.decoder.forward(self.decoder_input(x_target, state[-1]), None, a0)                  # (1, B, H)
+        final = self.decoder.final_state.reshape(parts, *self.decoder.a_n.shape[1:])                # (parts, B, H)
+        new_state = self.xp.concatenate([final, state[parts:]]) if self.feed_context else final
         return to_host(self.output.forward(a)[0]), to_host(new_state)
 
     def translate(self, source_ids, source_lengths, start_id, end_id, max_steps, beam_size=1, alpha=1.0):
@@ -323,12 +329,12 @@ class Forecaster(Model):
     """Time series: a window of past values X (T, B, F) -> RNN -> last state -> Dense -> the next ``horizon`` values."""
 
     def __init__(self, input_size=1, hidden_size=32, num_layers=1, horizon=1, dropout=0.0, nonlinearity="tanh",
-                 backend=None, dtype="float32", seed=0):
+                 cell="rnn", backend=None, dtype="float32", seed=0):
         config = dict(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, horizon=horizon,
-                      dropout=dropout, nonlinearity=nonlinearity)
+                      dropout=dropout, nonlinearity=nonlinearity, cell=cell)
         super().__init__(config, backend, dtype, seed)
         self.rnn = self.add("rnn", RNN(input_size, hidden_size, num_layers, False, nonlinearity, dropout,
-                                       return_sequences=False, rng=self.rng, **self.common()))
+                                       return_sequences=False, rng=self.rng, cell=cell, **self.common()))
         self.output = self.add("output", Dense(hidden_size, horizon, rng=self.rng, **self.common()))
 
     def forward(self, x, lengths=None):
