@@ -108,7 +108,7 @@ def test_beam_search_scores_at_least_greedy_and_width_one_is_greedy(trained):
     _, greedy = translation.translate_ids(model, sources, target_vocabulary, beam_size=1)
     _, beam = translation.translate_ids(model, sources, target_vocabulary, beam_size=5)
     assert beam.mean() > greedy.mean()
-    assert (beam >= greedy - 1e-9).mean() >= 0.9
+    assert (beam >= greedy - 1e-5).mean() >= 0.9       # ties differ by float32 rounding
     start, end = target_vocabulary.index[translation.START], target_vocabulary.index[translation.END]
     state = model.encode(*translation.pad_batch(sources[:20]))
     ids_greedy, scores_greedy = greedy_search(model.step, state, start, end, 20)
