@@ -40,6 +40,10 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
+CELL = Option("cell", "the recurrent cell: the lecture's simple RNN, or a gated GRU or LSTM", "rnn",
+              ("rnn", "gru", "lstm"))   # every task takes --cell
+
+
 @dataclass(frozen=True)
 class Data:
     """A task's data: what the default is, what ``--data`` accepts, and where the default lives."""

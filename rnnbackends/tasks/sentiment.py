@@ -16,7 +16,7 @@ from ..models import SequenceClassifier
 from ..optimizers import Adam
 from ..training import Member, fingerprint, train_members
 from . import TaskResult
-from .base import Data, Task
+from .base import CELL, Data, Task
 
 SPLIT_SEED = 20150810          # fixed: the split never depends on --seed (KDD 2015, the dataset's paper)
 EXAMPLES = ["Good, cheap food!", "The battery died after two days and support never answered.",
@@ -152,16 +152,17 @@ class Sentiment(Task):
     metric = "test accuracy"
     higher_is_better = True
     baselines = ("majority class", "bag-of-words logistic regression")
+    options = (CELL,)
 
     def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
-              log=None):
+              log=None, cell="rnn"):
         """Train an ensemble of classifiers; returns a TaskResult with test accuracy against both baselines."""
         started = time.perf_counter()
         d = prepare(data)
         epochs = TRAINING["epochs"] if epochs is None else epochs
         members = []
         for member in range(TRAINING["ensemble"]):
-            model = SequenceClassifier(len(d.vocabulary), 2, **HYPERPARAMETERS, backend=backend,
+            model = SequenceClassifier(len(d.vocabulary), 2, **HYPERPARAMETERS, cell=cell, backend=backend,
                                        seed=seed * 1000 + member)
             rng = np.random.default_rng(seed * 1000 + member)
             members.append(Member(model, Adam(TRAINING["lr"]), lambda epoch, rng=rng: batches_of(
@@ -177,7 +178,7 @@ class Sentiment(Task):
         meta = {"task": self.name, "tokenizer": d.tokenizer.config(), "vocabulary": d.vocabulary.tokens}
         run = train_members(members, binary_cross_entropy, validate, epochs=epochs, meta=meta, save=save,
                             resume=resume, data_fingerprint=fingerprint(d.sentences, d.labels, d.vocabulary.tokens,
-                                                                        seed),
+                                                                        seed, cell),
                             patience=TRAINING["patience"], clip_norm=TRAINING["clip_norm"], progress=progress,
                             log=log, description="sentiment")
         result = self.score(run.models, d, run.histories, started)

@@ -19,7 +19,7 @@ from ..models import FeatureTagger
 from ..optimizers import Adam
 from ..training import Member, epoch_rng, fingerprint, train_members
 from . import TaskResult
-from .base import Data, Task
+from .base import CELL, Data, Task
 
 UPOS = ["ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT",
         "SCONJ", "SYM", "VERB", "X"]                                       # the 17 universal tags
@@ -157,14 +157,15 @@ class Tagging(Task):
     metric = "test UPOS accuracy"
     higher_is_better = True
     baselines = ("most frequent tag",)
+    options = (CELL,)
 
     def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
-              log=None):
+              log=None, cell="rnn"):
         """Train the feature tagger on train, select on dev, report test accuracy (all and OOV) against the baseline."""
         started = time.perf_counter()
         d = prepare(data)
-        model = FeatureTagger(len(d.vocabulary), NUM_FEATURES, len(UPOS), **HYPERPARAMETERS, backend=backend,
-                              seed=seed)
+        model = FeatureTagger(len(d.vocabulary), NUM_FEATURES, len(UPOS), **HYPERPARAMETERS, cell=cell,
+                              backend=backend, seed=seed)
         train_idx = np.arange(len(d.parts["train"]))
         batches = lambda epoch: batches_of(d.encoded["train"], d.tag_ids["train"], train_idx,  # noqa: E731
                                            TRAINING["batch_size"], epoch_rng(seed, epoch), TRAINING["word_dropout"],
@@ -185,7 +186,7 @@ class Tagging(Task):
         meta = {"task": self.name, "vocabulary": d.vocabulary.tokens, "tags": UPOS}
         run = train_members([Member(model, Adam(TRAINING["lr"]), batches)], categorical_cross_entropy, validate,
                             epochs=epochs, meta=meta, save=save, resume=resume,
-                            data_fingerprint=fingerprint(d.parts["train"], d.vocabulary.tokens, seed),
+                            data_fingerprint=fingerprint(d.parts["train"], d.vocabulary.tokens, seed, cell),
                             monitor="val_accuracy", higher_is_better=True, clip_norm=TRAINING["clip_norm"],
                             progress=progress, log=log, description="tagging")
         best = run.bests[0]

@@ -17,7 +17,7 @@ from ..models import LanguageModel
 from ..optimizers import Adam
 from ..training import Member, fingerprint, train_members
 from . import TaskResult
-from .base import Data, Option, Task
+from .base import CELL, Data, Option, Task
 
 HYPERPARAMETERS = {"char": dict(embed_dim=32, hidden_size=256, num_layers=1),
                    "word": dict(embed_dim=64, hidden_size=256, num_layers=1)}
@@ -88,10 +88,10 @@ class Textgen(Task):
     metric = "validation nats/char"
     higher_is_better = False
     baselines = ("unigram", "bigram")
-    options = (Option("level", "model characters or words", default="char", choices=("char", "word")),)
+    options = (Option("level", "model characters or words", default="char", choices=("char", "word")), CELL)
 
     def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
-              log=None, level="char"):
+              log=None, level="char", cell="rnn"):
         """Train the stateful language model with truncated BPTT; report validation nats per token against n-grams."""
         started = time.perf_counter()
         if level not in HYPERPARAMETERS:
@@ -102,7 +102,8 @@ class Textgen(Task):
         vocabulary = Vocabulary.build([train_tokens], max_size=TRAINING["max_words"] if level == "word" else None)
         train_ids = np.array(vocabulary.encode(train_tokens), dtype=np.int64)
         val_ids = np.array(vocabulary.encode(tokenizer(val_text)), dtype=np.int64)
-        model = LanguageModel(len(vocabulary), **HYPERPARAMETERS[level], stateful=True, backend=backend, seed=seed)
+        model = LanguageModel(len(vocabulary), **HYPERPARAMETERS[level], cell=cell, stateful=True, backend=backend,
+                              seed=seed)
         chunks = bptt_chunks(train_ids, TRAINING["batch_size"], TRAINING["steps"])   # in order: the state carries
 
         def validate(m):
@@ -114,7 +115,7 @@ class Textgen(Task):
         meta = {"task": self.name, "level": level, "tokenizer": tokenizer.config(), "vocabulary": vocabulary.tokens}
         run = train_members([Member(model, Adam(TRAINING["lr"]), lambda epoch: chunks)], categorical_cross_entropy,
                             validate, epochs=epochs, meta=meta, save=save, resume=resume,
-                            data_fingerprint=fingerprint(train_ids, vocabulary.tokens, level, seed),
+                            data_fingerprint=fingerprint(train_ids, vocabulary.tokens, level, seed, cell),
                             clip_norm=TRAINING["clip_norm"], progress=progress, log=log,
                             description=f"textgen ({level})")
         best = run.bests[0]

@@ -34,7 +34,7 @@ from ..models import Forecaster
 from ..optimizers import Adam
 from ..training import Member, fingerprint, train_members
 from . import TaskResult
-from .base import Data, Option, Task
+from .base import CELL, Data, Option, Task
 
 HYPERPARAMETERS = dict(hidden_size=32)
 TRAINING = dict(lr=0.005, batch_size=16, epochs=150, updates=3000, patience=20, clip_norm=1.0, ensemble=5)
@@ -238,7 +238,7 @@ class Timeseries(Task):
     higher_is_better = False
     baselines = ("persistence", "seasonal naive")
     options = (Option("season", "the season length m in steps (default: detected from the training part)",
-                      type=season_length),)
+                      type=season_length), CELL)
 
     def prepare(self, data, season=None):
         """(path, dates, values, n_train, n_val, n_test, season) of the data, split chronologically."""
@@ -252,7 +252,7 @@ class Timeseries(Task):
         return path, dates, values, n_train, n_val, n_test, season or detect_season(values[:n_train])
 
     def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
-              log=None, season=None):
+              log=None, season=None, cell="rnn"):
         """Train an ensemble of forecasters; a TaskResult with one-step test RMSE against the better baseline."""
         started = time.perf_counter()
         season_option = season
@@ -267,7 +267,7 @@ class Timeseries(Task):
             epochs = max(1, min(TRAINING["epochs"], TRAINING["updates"] // batches_per_epoch))
         members = []
         for member in range(TRAINING["ensemble"]):
-            model = Forecaster(1, **HYPERPARAMETERS, backend=backend, seed=seed * 1000 + member)
+            model = Forecaster(1, **HYPERPARAMETERS, cell=cell, backend=backend, seed=seed * 1000 + member)
             rng = np.random.default_rng(seed * 1000 + member)
             members.append(Member(model, Adam(TRAINING["lr"]), lambda epoch, rng=rng: [
                 Batch((train_x[:, rows],), train_y[rows])
@@ -280,7 +280,7 @@ class Timeseries(Task):
         meta = {"task": self.name, "scaler": scaler.config(), "window": window, "season": season,
                 "season_option": season_option, "data": path.name}
         run = train_members(members, mean_squared_error, validate, epochs=epochs, meta=meta, save=save,
-                            resume=resume, data_fingerprint=fingerprint(values, season, window, seed),
+                            resume=resume, data_fingerprint=fingerprint(values, season, window, seed, cell),
                             patience=TRAINING["patience"], clip_norm=TRAINING["clip_norm"], progress=progress,
                             log=log, description="forecaster")
         damping = choose_damping(run.models, scaler, window, values, season, n_train, n_train + n_val)

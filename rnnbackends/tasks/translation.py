@@ -16,7 +16,7 @@ from ..models import EncoderDecoder
 from ..optimizers import Adam
 from ..training import Member, epoch_rng, fingerprint, train_members
 from . import TaskResult
-from .base import Data, Task
+from .base import CELL, Data, Task
 
 START, END = "<s>", "</s>"
 SPLIT_SEED = 20260101          # fixed: the split never depends on --seed
@@ -126,15 +126,16 @@ class Translation(Task):
     metric = f"test BLEU (beam {DECODING['beam_size']})"
     higher_is_better = True
     baselines = ("copy the source",)
+    options = (CELL,)
 
     def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
-              log=None):
+              log=None, cell="rnn"):
         """Train with teacher forcing; report test BLEU of greedy and beam-search decoding against copying."""
         started = time.perf_counter()
         d = prepare(data)
         start_id, end_id = d.target_vocabulary.index[START], d.target_vocabulary.index[END]
-        model = EncoderDecoder(len(d.source_vocabulary), len(d.target_vocabulary), **HYPERPARAMETERS, backend=backend,
-                               seed=seed)
+        model = EncoderDecoder(len(d.source_vocabulary), len(d.target_vocabulary), **HYPERPARAMETERS, cell=cell,
+                               backend=backend, seed=seed)
 
         def validate(m):
             """Validation cross-entropy per target token (teacher forcing)."""
@@ -153,7 +154,7 @@ class Translation(Task):
         run = train_members([Member(model, Adam(TRAINING["lr"]), batches)], categorical_cross_entropy, validate,
                             epochs=epochs, meta=meta, save=save, resume=resume,
                             data_fingerprint=fingerprint([d.pairs[i] for i in d.train], meta["source_vocabulary"],
-                                                         meta["target_vocabulary"], seed),
+                                                         meta["target_vocabulary"], seed, cell),
                             clip_norm=TRAINING["clip_norm"], progress=progress, log=log, description="translation")
         best = run.bests[0]
         result = self.score(model, d, run.histories, started)
