@@ -23,10 +23,10 @@ from ..optimizers import Adam
 from ..speech.audio import read_audio, resample
 from ..speech.corpus import read_corpus
 from ..speech.features import NUM_MELS, utterance_features
-from ..speech.model import CELLS, FrameClassifier, SpeechRecognizer
+from ..speech.model import FrameClassifier, SpeechRecognizer
 from ..training import Member, fingerprint, train_members
 from . import TaskResult
-from .base import Data, Option, Task
+from .base import CELL, Data, Task
 
 BUNDLED = default_data("speech")
 FEATURE_RATE = 8000                       # every recording is resampled to this rate before its features
@@ -210,7 +210,7 @@ class Speech(Task):
     metric = "test WER"
     higher_is_better = False
     baselines = ("most frequent transcript", "per-frame classifier (no recurrence)")
-    options = (Option("cell", "the recurrent cell: the lecture's simple RNN, or a gated GRU or LSTM", "rnn", CELLS),)
+    options = (CELL,)
     predict_input = "paths"
 
     def check_data(self, path):
