@@ -17,7 +17,8 @@ from rnnbackends.files import write_atomically
 BEGIN, END = "<!-- perf-headline:start -->", "<!-- perf-headline:end -->"
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = (ROOT / "README.md", ROOT / "docs" / "perf.md")
-PEER_NAMES = {"torch": "native `torch.nn.RNN`", "cudnn": "cuDNN (`torch.nn.RNN` on CUDA)"}
+PEER_NAMES = {"torch": "native PyTorch on the CPU (`torch.nn.RNN`, `GRU` or `LSTM`, the same cell)",
+              "cudnn": "cuDNN (`torch.nn.RNN`, `GRU` or `LSTM` on CUDA, the same cell)"}
 
 
 def load(paths):
