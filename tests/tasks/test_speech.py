@@ -182,8 +182,8 @@ def test_train_on_a_user_folder_with_its_own_labels(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_bundled_training_beats_the_baselines(tmp_path):
-    result = TASK.train(epochs=12, save=tmp_path / "run", progress=False)
-    assert result.value < 0.6 and result.beats_baseline
+    result = TASK.train(epochs=12, save=tmp_path / "run", progress=False)         # about 5 minutes on 2 cores
+    assert result.value < 0.6 and result.value < result.baselines["most frequent transcript"]
     assert result.details["test sentence accuracy"] > 0.2
     predicted = TASK.predict(tmp_path / "run", [], backend=None)
     assert predicted == []
