@@ -104,22 +104,18 @@ def plot_suffixes():
     return set(FigureCanvasBase.get_supported_filetypes())
 
 
-def saved_task(index_path):
-    """The task of this project's checkpoint index file, or None when it is not one."""
+def saved_task(folder):
+    """The task of this project's checkpoint in ``folder`` (its index checked, the weights unread), or None."""
     try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return str(checkpoint.read_index(folder)["meta"].get("task"))
+    except ValueError:
         return None
-    if not isinstance(index, dict) or index.get("format") != checkpoint.FORMAT or not isinstance(index.get("meta"),
-                                                                                                 dict):
-        return None
-    return str(index["meta"].get("task"))
 
 
 def foreign_entries(folder):
     """(paths in ``folder`` that a ``--save`` run did not write, the tasks of the checkpoints it holds)."""
     index = folder / checkpoint.INDEX
-    task = saved_task(index) if index.is_file() else None
+    task = saved_task(folder) if index.is_file() else None
     foreign, tasks = [], set() if task is None else {task}
     for entry in sorted(folder.iterdir()):
         if entry.name == checkpoint.INDEX and task is not None:
@@ -226,13 +222,7 @@ def checkpoint_task(directory):
     if not directory.is_dir():
         raise ValueError(f"--checkpoint {directory}: no such folder" if not directory.exists()
                          else f"--checkpoint {directory}: is a file; give the folder written by 'train --save'")
-    index = directory / checkpoint.INDEX
-    if not index.is_file():
-        raise ValueError(f"{directory}: not a checkpoint (no {checkpoint.INDEX}); save one with "
-                         "'rnnbackends train ... --save DIR'")
-    task = saved_task(index)
-    if task is None:
-        raise ValueError(f"{index}: not an rnnbackends checkpoint index")
+    task = str(checkpoint.read_index(directory)["meta"].get("task"))
     if task not in TASKS:
         raise ValueError(f"{directory}: a checkpoint of task {task!r}, which this version does not know "
                          f"(tasks: {', '.join(TASKS)})")

@@ -138,10 +138,10 @@ CASES = [
     *[(f"{command}-checkpoint-empty-folder", [command, "--checkpoint", "{tmp}/empty"], "x\n", "not a checkpoint")
       for command in ("predict", "generate", "translate", "evaluate")],
     ("checkpoint-invalid-json", ["predict", "--checkpoint", "{bad}/ckpt-invalid-json"], "x\n",
-     "not an rnnbackends checkpoint"),
-    ("checkpoint-json-list", ["predict", "--checkpoint", "{bad}/ckpt-list"], "x\n", "not an rnnbackends checkpoint"),
+     "checkpoint.json: not valid JSON"),
+    ("checkpoint-json-list", ["predict", "--checkpoint", "{bad}/ckpt-list"], "x\n", "a JSON list, not an object"),
     ("checkpoint-json-empty", ["predict", "--checkpoint", "{bad}/ckpt-empty-object"], "x\n",
-     "not an rnnbackends checkpoint"),
+     "not an rnnbackends-checkpoint file"),
     ("checkpoint-unknown-task", ["predict", "--checkpoint", "{bad}/ckpt-unknown-task"], "x\n",
      "a checkpoint of task 'weather', which this version does not know"),
     ("checkpoint-relabelled", ["predict", "--checkpoint", "{bad}/ckpt-relabelled"], "1 2 3\n", "ckpt-relabelled"),
@@ -236,8 +236,7 @@ def bad(tmp_path_factory, checkpoints):
     for name, text in (("ckpt-invalid-json", "{"), ("ckpt-list", "[1, 2]"), ("ckpt-empty-object", "{}")):
         (root / name).mkdir()
         (root / name / "checkpoint.json").write_text(text)
-    for name, change in (("ckpt-unknown-task", lambda i: i["meta"].update(task="weather")),
-                         ("ckpt-relabelled", lambda i: i["meta"].update(task="sentiment")),
+    for name, change in (("ckpt-relabelled", lambda i: i["meta"].update(task="sentiment")),
                          ("ckpt-no-weights", lambda i: i.update(weights="weights-0000.npz")),
                          ("ckpt-truncated", None),
                          ("ckpt-outside", lambda i: i.update(weights="../series-text.csv"))):
@@ -248,6 +247,7 @@ def bad(tmp_path_factory, checkpoints):
         (root / name / "checkpoint.json").write_text(json.dumps(changed))
     models, _ = checkpoint.load(checkpoints[T], "numpy")
     checkpoint.save(root / "ckpt-meta-incomplete", models, {"task": T})
+    checkpoint.save(root / "ckpt-unknown-task", models, {"task": "weather"})
     weights = root / "ckpt-truncated" / index["weights"]
     weights.write_bytes(weights.read_bytes()[:100])
     return root
