@@ -64,7 +64,8 @@ def test_optimizers_match_pytorch(name):
         "sgd_nesterov": (lambda: SGD(0.1, momentum=0.9, nesterov=True),
                          lambda p: torch.optim.SGD(p, 0.1, momentum=0.9, nesterov=True)),
         "adagrad": (lambda: Adagrad(0.1), lambda p: torch.optim.Adagrad(p, 0.1)),
-        "rmsprop": (lambda: RMSprop(0.01, rho=0.9, eps=1e-8), lambda p: torch.optim.RMSprop(p, 0.01, alpha=0.9, eps=1e-8)),
+        "rmsprop": (lambda: RMSprop(0.01, rho=0.9, eps=1e-8),
+                    lambda p: torch.optim.RMSprop(p, 0.01, alpha=0.9, eps=1e-8)),
         "adam": (lambda: Adam(0.01), lambda p: torch.optim.Adam(p, 0.01)),
         "adamw": (lambda: Adam(0.01, weight_decay=0.1), lambda p: torch.optim.AdamW(p, 0.01, weight_decay=0.1)),
     }[name]
@@ -118,7 +119,7 @@ def test_rnn_layer_matches_pytorch_bidirectional_stacked_packed():
     ours = RNN(D, H, num_layers=2, bidirectional=True, backend="numpy", dtype="float64")
     theirs = torch.nn.RNN(D, H, num_layers=2, bidirectional=True, dtype=torch.float64)
     with torch.no_grad():
-        for name, p in theirs.named_parameters():                   # weight_ih = w_xᵀ, weight_hh = w_aᵀ, b_ih + b_hh = b_a
+        for name, p in theirs.named_parameters():       # weight_ih = w_xᵀ, weight_hh = w_aᵀ, b_ih + b_hh = b_a
             kind, which, key = re.fullmatch(r"(weight|bias)_(ih|hh)_(l\d(?:_reverse)?)", name).groups()
             if kind == "weight":
                 p.copy_(torch.tensor(ours.params[f"{'w_x' if which == 'ih' else 'w_a'}_{key}"].T))
