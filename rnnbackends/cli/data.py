@@ -19,7 +19,7 @@ def add_data_commands(sub):
     fetch.add_argument("name", choices=sorted(remote.CORPORA), metavar="NAME", help=", ".join(remote.CORPORA))
     fetch.add_argument("--no-progress", action="store_true", help="no download progress bar")
     fetch.set_defaults(func=cmd_fetch)
-    from ..speech.cli import add_make_command                   # data make speech: synthesise a corpus
+    from ..speech.cli import add_make_command  # data make speech: synthesise a corpus
     add_make_command(actions)
 
 

@@ -4,8 +4,19 @@ import pytest
 
 import rnnbackends
 from rnnbackends.gradcheck import check_gradients
-from rnnbackends.layers import (RNN, Dense, Dropout, Embedding, Linear, OneHot, SequencePool, Sigmoid, Softmax,
-                                reverse_index, to_host)
+from rnnbackends.layers import (
+    RNN,
+    Dense,
+    Dropout,
+    Embedding,
+    Linear,
+    OneHot,
+    SequencePool,
+    Sigmoid,
+    Softmax,
+    reverse_index,
+    to_host,
+)
 from rnnbackends.losses import binary_cross_entropy, categorical_cross_entropy, mean_squared_error
 from rnnbackends.models import EncoderDecoder, Forecaster, LanguageModel, SequenceClassifier, SequenceTagger
 
@@ -168,18 +179,22 @@ def test_losses_match_the_textbook_formulas():
     p = 1 / (1 + np.exp(-z))
     assert binary_cross_entropy(z, y)[0] == pytest.approx(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
     logits = np.array([[1.0, 2.0, 3.0]])
-    assert categorical_cross_entropy(logits, np.array([2]))[0] == pytest.approx(-np.log(np.exp(3) / np.exp(logits).sum()))
+    expected = -np.log(np.exp(3) / np.exp(logits).sum())
+    assert categorical_cross_entropy(logits, np.array([2]))[0] == pytest.approx(expected)
 
 
 MODELS = {
     "classifier": lambda be: (SequenceClassifier(V, 2, embed_dim=D, hidden_size=H, num_layers=2, bidirectional=True,
-                                                 pooling="max", dropout=0.2, embed_dropout=0.1, backend=be, dtype="float64"),
+                                                 pooling="max", dropout=0.2, embed_dropout=0.1, backend=be,
+                                                 dtype="float64"),
                               (np.array([[1, 2, 3], [4, 5, 0], [6, 0, 0]]), np.array([3, 2, 1])), (3,)),
-    "classifier_onehot_last": lambda be: (SequenceClassifier(V, 3, embed_dim=0, hidden_size=H, backend=be, dtype="float64"),
+    "classifier_onehot_last": lambda be: (SequenceClassifier(V, 3, embed_dim=0, hidden_size=H, backend=be,
+                                                             dtype="float64"),
                                           (np.array([[1, 2], [4, 5]]), np.array([2, 1])), (2, 3)),
     "tagger": lambda be: (SequenceTagger(V, K, embed_dim=D, hidden_size=H, backend=be, dtype="float64"),
                           (np.array([[1, 2], [4, 0]]), np.array([2, 1])), (2, 2, K)),
-    "language_model": lambda be: (LanguageModel(V, embed_dim=D, hidden_size=H, num_layers=2, backend=be, dtype="float64"),
+    "language_model": lambda be: (LanguageModel(V, embed_dim=D, hidden_size=H, num_layers=2, backend=be,
+                                                dtype="float64"),
                                   (np.array([[1, 2], [4, 3]]),), (2, 2, V)),
     "encoder_decoder": lambda be: (EncoderDecoder(V, V + 1, embed_dim=D, hidden_size=H, backend=be, dtype="float64"),
                                    (np.array([[1, 2], [4, 0]]), np.array([2, 1]), np.array([[1, 1], [5, 6], [7, 0]]),
