@@ -98,12 +98,14 @@ def test_thread_split_and_repeated_calls_are_bit_identical(cell, dtype, monkeypa
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_capabilities_and_paths_name_the_cells(cell):
-    """The backend declares the three cells; a gated cell counts G gates' work in its path choice."""
+def test_capabilities_and_paths_name_the_cells(cell, monkeypatch):
+    """The backend declares the three cells; a gated cell counts its G gates' work in the path choice."""
     backend = numba_backend.NumbaBackend()
     assert {"rnn", "gru", "lstm"} <= backend.capabilities
     assert backend.path(8, 1, 1200, cell) == "blas-step"                    # G·H² ≥ 2048²
     assert backend.path(8, 1, 1200, "rnn") != "blas-step"
+    monkeypatch.setattr(backend, "blas_threads", lambda: 2)
+    assert backend.path(64, 32, 256, cell) == "blas-step" and backend.path(64, 32, 256, "rnn") == "blocked"
 
 
 def sigmoid_sample(dtype):
