@@ -24,8 +24,8 @@ def test_every_task_has_bundled_data_with_its_source_and_licence():
         assert "## Licen" in source.read_text(encoding="utf-8"), source
     compressed = sum(p.stat().st_size for p in HERE.rglob("*") if p.suffix in (".xz", ".gz"))
     assert compressed < 3_000_000                                # a few MB in the package, not 6.9 MB of text
-    with pytest.raises(ValueError, match="no bundled data for 'speech'.*textgen"):
-        default_data("speech")
+    with pytest.raises(ValueError, match="no bundled data for 'weather'.*speech"):
+        default_data("weather")
 
 
 def test_bundled_files_decompress_to_the_documented_texts():
