@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from .arrays import checked_lengths
 
 NONLINEARITIES = ("tanh", "relu")
-FLOAT_DTYPES = ("float16", "float32", "float64")
 
 
 CELLS = {"rnn": 1, "gru": 3, "lstm": 4}   # gates per cell (G): w_x (D, G·H), w_a (H, G·H), b_a and b_r (G·H,)
@@ -73,8 +74,9 @@ class Backend:
             _shape(name, checked[name], (B, H), "(B, H)", "B from x, H from w_x")
         _shape("w_a", w_a, (H, G * H), f"(H, {gates})", "H from w_x")
         _shape("b_a", b_a, (G * H,), f"({gates},)", "H from w_x")
-        b_r = checked["b_r"] if b_r is not None else self.xp.zeros_like(b_a)
-        _shape("b_r", b_r, (G * H,), f"({gates},)", "H from w_x")
+        if b_r is not None:                                          # None: b_R = 0
+            b_r = checked["b_r"]
+            _shape("b_r", b_r, (G * H,), f"({gates},)", "H from w_x")
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
         if cell != "rnn" and nonlinearity != "tanh":
@@ -86,8 +88,8 @@ class Backend:
             lengths = checked_lengths(lengths, T, B)
         state0 = tuple(checked[name] for name in states) if cell == "lstm" else checked["a0"]
         if self.api_version == 1:                                   # the simple cell, b_R folded into b_A
-            a, state_n, inner = self.impl.forward_sequence(x, state0, w_x, w_a, b_a + b_r, lengths=lengths,
-                                                           nonlinearity=nonlinearity)
+            a, state_n, inner = self.impl.forward_sequence(x, state0, w_x, w_a, b_a if b_r is None else b_a + b_r,
+                                                           lengths=lengths, nonlinearity=nonlinearity)
         else:
             a, state_n, inner = self.impl.forward_sequence(x, state0, w_x, w_a, b_a, lengths=lengths,
                                                            nonlinearity=nonlinearity, cell=cell, b_r=b_r)
@@ -130,29 +132,32 @@ class Backend:
         xp = self.xp
         out = []
         dtype_from = "forward's inputs" if dtype is not None else None
+        check_finite = _check_finite()
         for name, arr in arrays.items():
             if not isinstance(arr, xp.ndarray):
                 raise TypeError(f"{name} must be a {xp.__name__}.ndarray (backend {self.name!r} works on "
                                 f"{xp.__name__} arrays), got {type(arr).__module__}.{type(arr).__name__}; "
                                 f"convert it with backend.xp.asarray({name})")
-            want_ndim = {"x": 3, "d_a": 3, "b_a": 1, "b_r": 1}.get(name, 2)
+            want_ndim = _NDIM.get(name, 2)
             if arr.ndim != want_ndim:
                 raise ValueError(f"{name} must be {want_ndim}-D {_SHAPES[name]}, got shape {tuple(arr.shape)}")
             if dtype is None:
-                if arr.dtype.name not in FLOAT_DTYPES:
+                if arr.dtype not in _FLOAT_DTYPES:
                     raise TypeError(f"{name} has dtype {arr.dtype}; rnnbackends computes in float32 or "
                                     f"float64: convert with {name}.astype('float32')")
                 dtype, dtype_from = arr.dtype, name
-                self._require(arr.dtype.name, f"dtype {arr.dtype.name}")
+                self._require(_FLOAT_DTYPES[arr.dtype], f"dtype {arr.dtype}")
             elif arr.dtype != dtype:
                 raise TypeError(f"{name} has dtype {arr.dtype} but {dtype_from} has {dtype}; "
                                 f"convert it with {name}.astype('{dtype}')")
-            if _check_finite() and not bool(xp.isfinite(arr).all()):
+            if check_finite and not bool(xp.isfinite(arr).all()):
                 raise ValueError(f"{name} contains NaN or Inf (RNNBACKENDS_CHECK_FINITE is set)")
             out.append(xp.ascontiguousarray(arr))
         return out
 
 
+_NDIM = {"x": 3, "d_a": 3, "b_a": 1, "b_r": 1}
+_FLOAT_DTYPES = {np.dtype(name): name for name in ("float16", "float32", "float64")}   # dtype -> capability
 _SHAPES = {"x": "(T, B, D)", "a0": "(B, H)", "c0": "(B, H)", "w_x": "(D, G·H)", "w_a": "(H, G·H)",
            "b_a": "(G·H,)", "b_r": "(G·H,)", "d_a": "(T, B, H)", "d_a_n": "(B, H)", "d_c_n": "(B, H)"}
 

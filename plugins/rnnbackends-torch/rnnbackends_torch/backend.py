@@ -63,6 +63,7 @@ class TorchBackend:
         H = w_a.shape[0]
         lstm = cell == "lstm"
         states = tuple(state0) if lstm else (state0,)
+        b_r = self.xp.zeros_like(b_a) if b_r is None else b_r      # None: no recurrent bias
         leaves = [self._tensor(v, grad=True) for v in (x, *states, w_x, w_a, b_a, b_r)]
         x_t, *state_t = leaves[:len(states) + 1]
         w_x_t, w_a_t, b_a_t, b_r_t = leaves[len(states) + 1:]
