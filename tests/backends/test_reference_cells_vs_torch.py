@@ -21,19 +21,19 @@ def case(cell, T, B, D, H, lengths, seed):
     return x, w_x, w_a, b_a, b_r, a0, c0, np.asarray(lengths, dtype=np.int64), d_a, d_a_n, d_c_n
 
 
-def ours(cell, x, w_x, w_a, b_a, b_r, a0, c0, steps, d_a, d_a_n, d_c_n):
-    """Forward and backward of the reference chain with the all-steps GEMMs around it."""
+def ours(chains, cell, x, w_x, w_a, b_a, b_r, a0, c0, steps, d_a, d_a_n, d_c_n):
+    """Forward and backward of ``chains``' GRU/LSTM chain functions (rnnbackends.reference, or a chain backend's
+    methods of the same names) with the all-steps GEMMs around them."""
     T, B, D = x.shape
     H = a0.shape[1]
     z = (x.reshape(T * B, D) @ w_x).reshape(T, B, -1)                    # X_t·W_X for all steps
     if cell == "gru":
-        a, saved = reference.gru_forward_chain(z, a0, w_a, b_a, b_r, steps)
-        c_n = None
-        dz_x, dz_r, d_a0 = reference.gru_backward_chain(d_a, d_a_n, a, a0, w_a, steps, saved)
-        d_c0 = None
+        a, saved = chains.gru_forward_chain(z, a0, w_a, b_a, b_r, steps)
+        c_n = d_c0 = None
+        dz_x, dz_r, d_a0 = chains.gru_backward_chain(d_a, d_a_n, a, a0, w_a, steps, saved)
     else:
-        a, c_n, saved = reference.lstm_forward_chain(z, a0, c0, w_a, b_a, b_r, steps)
-        dz_x, dz_r, d_a0, d_c0 = reference.lstm_backward_chain(d_a, d_a_n, d_c_n, a, a0, c0, w_a, steps, saved)
+        a, c_n, saved = chains.lstm_forward_chain(z, a0, c0, w_a, b_a, b_r, steps)
+        dz_x, dz_r, d_a0, d_c0 = chains.lstm_backward_chain(d_a, d_a_n, d_c_n, a, a0, c0, w_a, steps, saved)
     a_n = a[steps - 1, np.arange(B)]
     a_prev = np.concatenate([a0[None], a[:-1]]).reshape(T * B, H)        # A_{t-1} (padding rows have dZ = 0)
     grads = {"d_x": (dz_x.reshape(T * B, -1) @ w_x.T).reshape(T, B, D), "d_a0": d_a0,
@@ -73,8 +73,13 @@ def theirs(cell, x, w_x, w_a, b_a, b_r, a0, c0, steps, d_a, d_a_n, d_c_n):
                                                    (9, 3, 7, 8, [9, 9, 9]), (12, 5, 4, 16, [3, 12, 7, 1, 10])])
 def test_reference_cells_match_torch(cell, T, B, D, H, lengths):
     """a, A_n (and C_n), and d_x, dA_0 (dC_0), dW_X, dW_A, db_A, db_R equal PyTorch's to 1e-10."""
+    assert_matches_torch(reference, cell, T, B, D, H, lengths)
+
+
+def assert_matches_torch(chains, cell, T, B, D, H, lengths):
+    """``chains``' cell through ``ours`` against ``theirs`` on one random case: states to 1e-10, gradients 1e-9."""
     args = case(cell, T, B, D, H, lengths, seed=T * 31 + H)
-    a, a_n, c_n, grads = ours(cell, *args)
+    a, a_n, c_n, grads = ours(chains, cell, *args)
     want_a, want_a_n, want_c_n, want = theirs(cell, *args)
     np.testing.assert_allclose(a, want_a, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(a_n, want_a_n, rtol=1e-10, atol=1e-12)
