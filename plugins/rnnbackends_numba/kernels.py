@@ -127,13 +127,12 @@ def tanh(x):
     return np.tanh(x)
 
 
-@overload(tanh)
-def _tanh_overload(x):
-    if x == types.float32:
-        return _tanh_f32
-    if x == types.float64:
-        return _tanh_f64
-    return None
+def _overload_by_dtype(generic, f32, f64):
+    """Compile calls of ``generic`` in njit code to ``f32`` or ``f64`` by the argument's float type."""
+    overload(generic)(lambda x: {types.float32: f32, types.float64: f64}.get(x))
+
+
+_overload_by_dtype(tanh, _tanh_f32, _tanh_f64)
 
 
 @serial
@@ -504,13 +503,7 @@ def sigmoid(x):
     return (np.ones_like(e) if x >= 0 else e) / (1 + e)
 
 
-@overload(sigmoid)
-def _sigmoid_overload(x):
-    if x == types.float32:
-        return _sigmoid_f32
-    if x == types.float64:
-        return _sigmoid_f64
-    return None
+_overload_by_dtype(sigmoid, _sigmoid_f32, _sigmoid_f64)
 
 
 @serial
