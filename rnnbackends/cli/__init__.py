@@ -1,4 +1,4 @@
-"""The ``rnnbackends`` command line: backends, train, evaluate, predict, generate, translate, data."""
+"""The ``rnnbackends`` command line: backends, train, evaluate, predict, generate, translate, export, data."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,6 +8,7 @@ import sys
 from .. import registry
 from .backends import add_backends_command
 from .common import Parser
+from .export import add_export_command
 from .predict import add_predict_commands
 from .train import add_train_commands
 
@@ -20,6 +21,7 @@ def build_parser() -> Parser:
     add_backends_command(sub)
     add_train_commands(sub)
     add_predict_commands(sub)
+    add_export_command(sub)
     if importlib.util.find_spec(f"{__name__}.data") is not None:
         from .data import add_data_commands
         add_data_commands(sub)
