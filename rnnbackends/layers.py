@@ -8,6 +8,8 @@ every backend.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 
 import numpy as np
@@ -27,6 +29,56 @@ def array_module(array):
     if isinstance(array, np.ndarray):
         return np
     return importlib.import_module(type(array).__module__.split(".")[0])
+
+
+# Optional front-end kernels a backend may offer beside the contract (Keras-style): a name in ``capabilities`` and a
+# method of that name on the backend's implementation. The front-end calls it when the backend computing the step
+# declares it and runs its own ``xp`` code otherwise (docs/plugins.md lists the signatures).
+FRONTEND_CAPABILITIES = ("softmax_cross_entropy", "embedding_backward", "adam_update")
+_COMPUTING_ON = contextvars.ContextVar("rnnbackends_computing_on", default=None)
+
+
+def kernel(backend, name):
+    """The backend's optional front-end kernel ``name`` when it declares it, else None (run the ``xp`` code)."""
+    if backend is None or name not in getattr(backend, "capabilities", ()):
+        return None
+    return getattr(getattr(backend, "impl", backend), name)
+
+
+@contextlib.contextmanager
+def computing_on(backend):
+    """Within the block, losses and optimisers use ``backend``'s front-end kernels (``fit`` wraps each step)."""
+    token = _COMPUTING_ON.set(backend)
+    try:
+        yield backend
+    finally:
+        _COMPUTING_ON.reset(token)
+
+
+def active_kernel(name, xp):
+    """The kernel ``name`` of the backend set by ``computing_on`` when it works on ``xp`` arrays, else None."""
+    backend = _COMPUTING_ON.get()
+    return kernel(backend, name) if backend is not None and backend.xp is xp else None
+
+
+def embedding_gradient(ids, d_rows, vocab_size, padding_idx=None):
+    """dL/dweight (V, D) = Σ over positions n holding word v of d_rows[n]: ids (N,) int, d_rows (N, D).
+
+    NumPy: a stable sort of the ids and one segment sum per distinct word (deterministic, no ufunc.at); other
+    array modules scatter-add.
+    """
+    xp = array_module(d_rows)
+    grad = xp.zeros((vocab_size, d_rows.shape[1]), dtype=d_rows.dtype)           # (V, D)
+    if xp is np:
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+        grad[sorted_ids[starts]] = np.add.reduceat(d_rows[order], starts, axis=0)
+    else:
+        xp.add.at(grad, ids, d_rows)
+    if padding_idx is not None:
+        grad[padding_idx] = 0.0
+    return grad
 
 
 class Layer:
@@ -84,18 +136,10 @@ class Embedding(Layer):
 
     def backward(self, d_x):
         """dL/dweight[v] = Σ over positions holding word v of dL/dX_t; ids get no gradient."""
-        grad = self.xp.zeros_like(self.params["weight"])              # (V, D)
-        ids, d_rows = self.ids.ravel(), d_x.reshape(-1, self.embed_dim)    # (N,), (N, D)
-        if self.xp is np:                                                 # sort + segment sums: deterministic
-            order = np.argsort(ids, kind="stable")                         # and faster than ufunc.at on the CPU
-            sorted_ids = ids[order]
-            starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-            grad[sorted_ids[starts]] = np.add.reduceat(d_rows[order], starts, axis=0)
-        else:
-            self.xp.add.at(grad, ids, d_rows)
-        if self.padding_idx is not None:
-            grad[self.padding_idx] = 0.0
-        self.grads["weight"] = grad
+        ids = self.xp.ascontiguousarray(self.ids.ravel())                          # (N,)
+        d_rows = self.xp.ascontiguousarray(d_x.reshape(-1, self.embed_dim))         # (N, D)
+        backward = kernel(self.backend, "embedding_backward") or embedding_gradient
+        self.grads["weight"] = backward(ids, d_rows, self.vocab_size, self.padding_idx)
         return None
 
     def load_vectors(self, path, vocabulary):

@@ -1,7 +1,7 @@
 """Losses computed from logits, averaged over the valid (unmasked) entries; each returns (loss, dL/dlogits)."""
 from __future__ import annotations
 
-from .layers import array_module
+from .layers import active_kernel, array_module
 
 
 def _mask_weights(xp, mask, shape, dtype):
@@ -21,19 +21,39 @@ def binary_cross_entropy(logits, targets, mask=None):
     return float((per_entry * weights).sum()), (probabilities - targets) * weights
 
 
+def softmax_cross_entropy(logits, targets, weights):
+    """Σ_n w_n · -log softmax(z_n)[y_n] and its gradient w_n · (softmax(z_n) - onehot(y_n)), in one buffer.
+
+    logits (N, K), integer targets (N,), weights (N,) in the logits' dtype -> (loss, d_logits (N, K)). Stable:
+    each row is shifted by its maximum before the exponential; one (N, K) array is allocated, for the gradient.
+    """
+    xp = array_module(logits)
+    rows = xp.arange(logits.shape[0])
+    top = logits.max(axis=1)                                                # (N,)
+    d_logits = xp.subtract(logits, top[:, None], dtype=logits.dtype)        # z - max z: the only (N, K) array
+    picked = d_logits[rows, targets]                                        # z_y - max z
+    xp.exp(d_logits, out=d_logits)
+    total = d_logits.sum(axis=1)                                            # Σ e^(z - max z)
+    loss = float(xp.dot(weights, xp.log(total) - picked))                   # -log p[y] = log Σ - (z_y - max)
+    d_logits *= (weights / total)[:, None]                                  # w · softmax
+    d_logits[rows, targets] -= weights                                      # - w · onehot(y)
+    return loss, d_logits
+
+
 def categorical_cross_entropy(logits, targets, mask=None):
-    """Mean of -log softmax(z)[y] over valid entries: logits (..., K), integer targets (...)."""
+    """Mean of -log softmax(z)[y] over valid entries: logits (..., K), integer targets (...).
+
+    The forward and the gradient come from one fused pass (``softmax_cross_entropy``), or from the backend's kernel
+    of that name within ``computing_on(backend)``.
+    """
     xp = array_module(logits)
     targets = xp.asarray(targets)
-    weights = _mask_weights(xp, mask, targets.shape, logits.dtype)          # (...)
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    log_probabilities = shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))     # (..., K)
     K = logits.shape[-1]
-    rows, flat_targets = xp.arange(targets.size), targets.reshape(-1)
-    picked = log_probabilities.reshape(-1, K)[rows, flat_targets].reshape(targets.shape)   # log p[y]
-    d_logits = xp.ascontiguousarray(xp.exp(log_probabilities))                             # softmax - onehot(y)
-    d_logits.reshape(-1, K)[rows, flat_targets] -= 1.0
-    return float(-(picked * weights).sum()), d_logits * weights[..., None]
+    weights = _mask_weights(xp, mask, targets.shape, logits.dtype).reshape(-1)      # (N,)
+    fused = active_kernel("softmax_cross_entropy", xp) or softmax_cross_entropy
+    loss, d_logits = fused(xp.ascontiguousarray(logits.reshape(-1, K)), xp.ascontiguousarray(targets.reshape(-1)),
+                           weights)
+    return loss, d_logits.reshape(logits.shape)
 
 
 def mean_squared_error(predictions, targets, mask=None):

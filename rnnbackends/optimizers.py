@@ -1,16 +1,36 @@
-"""Optimisers that update parameter dicts in place, and gradient clipping by global norm and by value."""
+"""Optimisers that update parameter dicts in place, and gradient clipping by global norm and by value.
+
+Updates run in place without temporaries: each parameter has one scratch array (kept out of the checkpointed
+state) that the ``out=`` ufuncs write into. ``step(params, grads, scale)`` multiplies the gradients by ``scale``
+on the way in, which is how clipping by global norm costs no pass of its own in ``fit``. Within
+``computing_on(backend)`` Adam uses the backend's ``adam_update`` kernel when it offers one.
+"""
 from __future__ import annotations
 
-import numpy as np
+import math
 
-from .layers import array_module, to_host
+from .layers import active_kernel, array_module, to_host
+
+
+def global_norm(grads):
+    """The L2 norm of all gradients together, from one dot product per array (no squared copies)."""
+    total = 0.0
+    for g in grads.values():
+        flat = g.reshape(-1)
+        total += float(array_module(g).dot(flat, flat))
+    return math.sqrt(total)
+
+
+def clip_scale(norm, max_norm):
+    """The factor that brings a global norm down to ``max_norm`` (1.0 when it is already within)."""
+    return max_norm / (norm + 1e-12) if norm > max_norm else 1.0
 
 
 def clip_grad_norm(grads, max_norm):
     """Scale all gradients together so their global L2 norm is at most ``max_norm``; returns the norm before."""
-    total = float(np.sqrt(sum(float((g * g).sum()) for g in grads.values())))
-    if total > max_norm:
-        scale = max_norm / (total + 1e-12)
+    total = global_norm(grads)
+    scale = clip_scale(total, max_norm)
+    if scale != 1.0:
         for g in grads.values():
             g *= scale
     return total
@@ -29,13 +49,17 @@ class Optimizer:
         self.lr = lr
         self.iterations = 0
         self.state = {}                                               # name -> {slot: array}
+        self.scratch = {}                                             # name -> one temporary, never saved
 
-    def step(self, params, grads):
-        """Update every ``params[name]`` in place from ``grads[name]``."""
+    def step(self, params, grads, scale=1.0):
+        """Update every ``params[name]`` in place from ``scale · grads[name]``."""
         self.iterations += 1
         for name, param in params.items():
             slots = self.state.setdefault(name, {})
-            self.update(param, grads[name], slots)
+            scratch = self.scratch.get(name)
+            if scratch is None or scratch.shape != param.shape or scratch.dtype != param.dtype:
+                scratch = self.scratch[name] = array_module(param).empty_like(param)
+            self.update(param, grads[name], slots, scratch, scale)
 
     def slot(self, slots, key, like):
         """The state array ``key`` of one parameter, zeros at first."""
@@ -57,6 +81,11 @@ class Optimizer:
             self.state.setdefault(name, {})[key] = xp.asarray(value)
 
 
+def _scaled(xp, grad, factor, out):
+    """out = factor · grad (no new array)."""
+    return xp.multiply(grad, factor, out=out)
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with (optionally Nesterov) momentum: v = μv - lr·g, θ += v."""
 
@@ -64,15 +93,21 @@ class SGD(Optimizer):
         super().__init__(lr)
         self.momentum, self.nesterov = momentum, nesterov
 
-    def update(self, param, grad, slots):
+    def update(self, param, grad, slots, scratch, scale=1.0):
         """One SGD step on ``param``."""
+        xp = array_module(param)
+        step = _scaled(xp, grad, self.lr * scale, scratch)                      # lr·g
         if self.momentum == 0.0:
-            param -= self.lr * grad
+            param -= step
             return
         velocity = self.slot(slots, "velocity", param)
         velocity *= self.momentum
-        velocity -= self.lr * grad
-        param += self.momentum * velocity - self.lr * grad if self.nesterov else velocity
+        velocity -= step
+        if not self.nesterov:
+            param += velocity
+            return
+        param -= step                                                           # θ += μv - lr·g
+        param += _scaled(xp, velocity, self.momentum, scratch)
 
 
 class Adagrad(Optimizer):
@@ -82,11 +117,14 @@ class Adagrad(Optimizer):
         super().__init__(lr)
         self.eps = eps
 
-    def update(self, param, grad, slots):
+    def update(self, param, grad, slots, scratch, scale=1.0):
         """One Adagrad step on ``param``."""
+        xp = array_module(param)
         total = self.slot(slots, "sum_squares", param)
-        total += grad * grad
-        param -= self.lr * grad / (array_module(param).sqrt(total) + self.eps)
+        g = _scaled(xp, grad, scale, scratch)
+        g *= g
+        total += g                                                              # G += g²
+        _descend(xp, param, grad, total, self.lr * scale, self.eps, scratch)
 
 
 class RMSprop(Optimizer):
@@ -96,12 +134,44 @@ class RMSprop(Optimizer):
         super().__init__(lr)
         self.rho, self.eps = rho, eps
 
-    def update(self, param, grad, slots):
+    def update(self, param, grad, slots, scratch, scale=1.0):
         """One RMSprop step on ``param``."""
+        xp = array_module(param)
         mean_square = self.slot(slots, "mean_square", param)
         mean_square *= self.rho
-        mean_square += (1.0 - self.rho) * grad * grad
-        param -= self.lr * grad / (array_module(param).sqrt(mean_square) + self.eps)
+        g = _scaled(xp, grad, scale, scratch)
+        g *= g
+        g *= 1.0 - self.rho
+        mean_square += g                                                        # s = ρs + (1-ρ)g²
+        _descend(xp, param, grad, mean_square, self.lr * scale, self.eps, scratch)
+
+
+def _descend(xp, param, numerator, squares, step, eps, scratch):
+    """θ -= step · numerator / (√squares + eps), through ``scratch``."""
+    denominator = xp.sqrt(squares, out=scratch)
+    denominator += eps
+    xp.divide(numerator, denominator, out=denominator)
+    denominator *= step
+    param -= denominator
+
+
+def adam_update(param, grad, m, v, scratch, lr_t, beta1, beta2, eps_t, scale, decay):
+    """One Adam step in place, g = scale·grad: m = β1m + (1-β1)g, v = β2v + (1-β2)g², θ = decay·θ - lr_t·m/(√v + ε_t).
+
+    lr_t = lr·√(1-β2^t)/(1-β1^t) and ε_t = ε·√(1-β2^t) fold the bias corrections in; decay = 1 - lr·weight_decay.
+    """
+    xp = array_module(param)
+    g = _scaled(xp, grad, (1.0 - beta1) * scale, scratch)
+    m *= beta1
+    m += g                                                                      # m = β1m + (1-β1)g
+    g = _scaled(xp, grad, scale, scratch)
+    g *= g
+    g *= 1.0 - beta2
+    v *= beta2
+    v += g                                                                      # v = β2v + (1-β2)g²
+    if decay != 1.0:
+        param *= decay
+    _descend(xp, param, m, v, lr_t, eps_t, scratch)
 
 
 class Adam(Optimizer):
@@ -111,15 +181,10 @@ class Adam(Optimizer):
         super().__init__(lr)
         self.beta1, self.beta2, self.eps, self.weight_decay = beta1, beta2, eps, weight_decay
 
-    def update(self, param, grad, slots):
-        """One Adam step on ``param``."""
+    def update(self, param, grad, slots, scratch, scale=1.0):
+        """One Adam step on ``param`` (the backend's ``adam_update`` kernel within ``computing_on``)."""
         m, v = self.slot(slots, "m", param), self.slot(slots, "v", param)
-        m *= self.beta1
-        m += (1.0 - self.beta1) * grad
-        v *= self.beta2
-        v += (1.0 - self.beta2) * grad * grad
-        m_hat = m / (1.0 - self.beta1 ** self.iterations)
-        v_hat = v / (1.0 - self.beta2 ** self.iterations)
-        if self.weight_decay:
-            param -= self.lr * self.weight_decay * param
-        param -= self.lr * m_hat / (array_module(param).sqrt(v_hat) + self.eps)
+        corrected = math.sqrt(1.0 - self.beta2 ** self.iterations)
+        update = active_kernel("adam_update", array_module(param)) or adam_update
+        update(param, grad, m, v, scratch, self.lr * corrected / (1.0 - self.beta1 ** self.iterations), self.beta1,
+               self.beta2, self.eps * corrected, scale, 1.0 - self.lr * self.weight_decay)

@@ -23,7 +23,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import checkpoint, distributed
-from .optimizers import clip_grad_norm, clip_grad_value
+from .layers import computing_on
+from .optimizers import clip_grad_value, clip_scale, global_norm
 
 
 def log_to_stderr(line):
@@ -56,19 +57,21 @@ def fingerprint(*parts):
 
 def train_step(model, loss_fn, optimizer, batch, clip_norm=None, clip_value=None, communicator=None):
     """One forward, backward and update on ``batch``; returns the loss. With a ``communicator`` of N ranks each
-    computes its block of the batch's rows and the gradients are summed (rnnbackends.distributed)."""
-    if communicator is not None and communicator.size > 1:
-        loss, grads = distributed.global_batch_gradients(communicator, model, loss_fn, batch)
-    else:
-        logits = model.forward(*batch.inputs)
-        loss, d_logits = loss_fn(logits, batch.targets, batch.mask)
-        model.backward(d_logits)
-        grads = model.grads
-    if clip_value is not None:
-        clip_grad_value(grads, clip_value)
-    if clip_norm is not None:
-        clip_grad_norm(grads, clip_norm)
-    optimizer.step(model.params, grads)
+    computes its block of the batch's rows and the gradients are summed (rnnbackends.distributed). The loss and the
+    optimiser use the model's backend's front-end kernels where it offers them (``computing_on``); clipping by
+    global norm scales the gradients inside the optimiser's update."""
+    with computing_on(model.backend):
+        if communicator is not None and communicator.size > 1:
+            loss, grads = distributed.global_batch_gradients(communicator, model, loss_fn, batch)
+        else:
+            logits = model.forward(*batch.inputs)
+            loss, d_logits = loss_fn(logits, batch.targets, batch.mask)
+            model.backward(d_logits)
+            grads = model.grads
+        if clip_value is not None:
+            clip_grad_value(grads, clip_value)
+        scale = 1.0 if clip_norm is None else clip_scale(global_norm(grads), clip_norm)
+        optimizer.step(model.params, grads, scale)
     return loss
 
 
