@@ -50,12 +50,23 @@ def sample_sequence(step, state, first_token, length, temperature=1.0, top_k=Non
     return generated
 
 
+def state_rows(state):
+    """N, the rows of a decoding state: an array (parts, N, ...) or a tuple of such arrays."""
+    return (state[0] if isinstance(state, tuple) else state).shape[1]
+
+
+def take_rows(state, rows):
+    """The state's rows ``rows`` (axis 1 of every array of a tuple state): reordered, repeated or dropped."""
+    return tuple(np.asarray(s)[:, rows] for s in state) if isinstance(state, tuple) else np.asarray(state)[:, rows]
+
+
 def greedy_search(step, state, start_id, end_id, max_steps, alpha=1.0):
     """The most probable next id at every step for a batch of N: -> (id lists without start/end, normalised scores).
 
-    ``state`` is (layers, N, H) on the host; scores are length-normalised as in ``beam_search``.
+    ``state`` is (layers, N, H) on the host, or a tuple of arrays with the N rows on axis 1; scores are
+    length-normalised as in ``beam_search``.
     """
-    N = state.shape[1]
+    N = state_rows(state)
     tokens = np.full(N, start_id, dtype=np.int64)                          # (N,)
     outputs, log_probability, lengths = [[] for _ in range(N)], np.zeros(N), np.zeros(N, dtype=np.int64)
     finished = np.zeros(N, dtype=bool)
@@ -82,13 +93,13 @@ def normalised_score(log_probability, length, alpha):
 def beam_search(step, state, start_id, end_id, max_steps, beam_size=5, alpha=1.0):
     """Length-normalised beam search for a batch of N sources at once.
 
-    ``state`` is (layers, N, H); each source keeps ``beam_size`` live hypotheses, expanding all of them as one
-    batch of N·k rows. A hypothesis that emits ``end_id`` is set aside; a source is done when it has ``beam_size``
-    finished hypotheses, and unfinished ones count at ``max_steps``. Returns (id lists, normalised scores).
+    ``state`` is (layers, N, H) or a tuple of arrays with the N rows on axis 1; each source keeps ``beam_size``
+    live hypotheses, expanding all of them as one batch of N·k rows. A hypothesis that emits ``end_id`` is set
+    aside; a source is done when it has ``beam_size`` finished hypotheses, and unfinished ones count at
+    ``max_steps``. Returns (id lists, normalised scores).
     """
-    state = np.asarray(state)
-    N, k = state.shape[1], beam_size
-    state = np.repeat(state, k, axis=1)                                     # (layers, N·k, H)
+    N, k = state_rows(state), beam_size
+    state = take_rows(state, np.repeat(np.arange(N), k))                    # (layers, N·k, H)
     tokens = np.full(N * k, start_id, dtype=np.int64)                       # (N·k,)
     history = np.zeros((N * k, 0), dtype=np.int64)                          # (N·k, steps)
     scores = np.tile(np.r_[0.0, np.full(k - 1, -np.inf)], N)                # (N·k,): only beam 0 alive at first
@@ -107,7 +118,7 @@ def beam_search(step, state, start_id, end_id, max_steps, beam_size=5, alpha=1.0
         scores = np.take_along_axis(candidates, best, axis=1).ravel()       # (N·k,)
         tokens = token.ravel()
         history = np.concatenate([history[rows], tokens[:, None]], axis=1)
-        state = state[:, rows]
+        state = take_rows(state, rows)
         for r in np.flatnonzero((tokens == end_id) & np.isfinite(scores)):
             n = r // k
             if not done[n]:

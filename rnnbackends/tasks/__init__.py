@@ -42,7 +42,17 @@ class TaskResult:
     def metrics(self):
         """The ``--metrics-out`` record."""
         return {"task": self.task, "backend": self.backend, "metric": self.metric, "value": self.value,
-                "baseline": self.baseline, "higher_is_better": self.higher_is_better}
+                "baseline": self.baseline, "higher_is_better": self.higher_is_better, "seconds": self.seconds,
+                "details": plain(self.details)}
+
+
+def plain(value):
+    """``value`` with NumPy scalars and arrays as Python numbers and lists (inside dicts, lists and tuples too)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value.tolist() if hasattr(value, "tolist") else value
 
 
 def get_task(name):

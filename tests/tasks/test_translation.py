@@ -21,21 +21,15 @@ pytestmark = pytest.mark.skipif(not PAIRS.is_file(), reason=f"no Tatoeba pairs a
 CPU_BACKENDS = [b.name for b in rnnbackends.list_backends() if b.status == "available" and b.name in ("numpy", "numba")]
 
 
-def test_split_is_fixed_and_disjoint():
-    train, val, test = translation.split(40000)
-    assert (len(train), len(val), len(test)) == (37000, 1000, 2000)
-    assert len(set(train) | set(val) | set(test)) == 40000
-    np.testing.assert_array_equal(translation.split(40000)[2], test)
-
-
 def test_copy_baseline_bleu_is_sacrebleu_and_low():
-    pairs = translation.read_pairs(None)
-    _, _, test = translation.split(len(pairs))
-    english, spanish = [pairs[i][0] for i in test], [pairs[i][1] for i in test]
+    d = translation.prepare(None)
+    english, spanish = [d.pairs[i][0] for i in d.test], [d.pairs[i][1] for i in d.test]
     copy = translation.bleu(english, spanish)
     assert copy == pytest.approx(sacrebleu.corpus_bleu(english, [spanish], lowercase=True).score)
     assert 0.0 < copy < 5.0
     assert translation.bleu(spanish, spanish) == pytest.approx(100.0)
+    assert 0.0 < translation.chrf(english, spanish) < 30.0
+    assert translation.chrf(spanish, spanish) == pytest.approx(100.0)
 
 
 def test_detokenize_and_reversed_source():
@@ -82,18 +76,34 @@ def test_decoding_step_by_step_matches_teacher_forcing(feed_context):
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("translation")
     lines = read_text(PAIRS).split("\n")
-    (folder / "pairs.txt").write_text("\n".join(lines[:3000:2]) + "\n", encoding="utf-8")   # 1500 short pairs
-    result = translation.TASK.train(folder / "pairs.txt", backend="numpy", epochs=4, save=folder / "model",
-                               progress=False)
+    (folder / "pairs.txt").write_text("\n".join(lines[:24000:4]) + "\n", encoding="utf-8")   # 6000 short pairs
+    backend = "numba" if "numba" in CPU_BACKENDS else "numpy"
+    result = translation.TASK.train(folder / "pairs.txt", backend=backend, epochs=5, save=folder / "model",
+                                    progress=False, cell="gru")
     return result, folder
 
 
 @pytest.mark.slow
 def test_training_beats_copying_the_source(trained):
     result, _ = trained
-    assert result.details["test_pairs"] == 150
-    assert result.value > result.baseline
-    assert result.details["bleu_greedy"] > result.baseline
+    details = result.details
+    assert details["test_pairs"] + details["validation_pairs"] + details["train_pairs"] == 6000 - \
+        details["duplicates_removed"]
+    assert 600 <= details["test_pairs"] < 610 and details["duplicates_removed"] > 0
+    assert result.value > result.baseline + 5
+    assert details["bleu_greedy"] > result.baseline + 5
+    assert details["chrf_beam"] > details["chrf_copy"]
+
+
+@pytest.mark.slow
+def test_attention_plot_of_the_trained_model(trained, tmp_path):
+    result, _ = trained
+    shown = result.plot_series
+    assert shown["source"] == ["do", "you", "have", "a", "pet", "?"] and shown["target"][-1] == translation.END
+    weights = np.array(shown["weights"])
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
+    translation.plot_translation(result, tmp_path / "attention.png")
+    assert (tmp_path / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow
@@ -104,7 +114,7 @@ def test_beam_search_scores_at_least_greedy_and_width_one_is_greedy(trained):
     source_vocabulary, target_vocabulary = Vocabulary(meta["source_vocabulary"]), Vocabulary(meta["target_vocabulary"])
     tokenizer = Tokenizer(**meta["tokenizer"])
     english = [line.split("\t")[0] for line in read_text(PAIRS).split("\n")[1:3000:20]]
-    sources = [translation.encode_source(source_vocabulary, tokenizer(e), True) for e in english]
+    sources = [translation.encode_source(source_vocabulary, tokenizer(e), meta["reverse_source"]) for e in english]
     _, greedy = translation.translate_ids(model, sources, target_vocabulary, beam_size=1)
     _, beam = translation.translate_ids(model, sources, target_vocabulary, beam_size=5)
     assert beam.mean() > greedy.mean()
