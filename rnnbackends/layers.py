@@ -243,8 +243,9 @@ class RNN(Layer):
         self.shape = (T, B)
         self.lengths = None if lengths is None or bool((full_lengths(lengths, T, B) == T).all()) \
             else full_lengths(lengths, T, B)
-        self.rows = xp.asarray(np.arange(B)[None, :])                              # (1, B)
-        self.reverse = xp.asarray(reverse_index(self.lengths, T, B))               # (T, B)
+        if self.directions == 2:                                                   # where the reverse reads
+            self.rows = xp.asarray(np.arange(B)[None, :])                          # (1, B)
+            self.reverse = xp.asarray(reverse_index(self.lengths, T, B))           # (T, B)
         for dropout in self.dropouts:
             dropout.training = self.training
         if lstm and a0 is not None and not isinstance(a0, (tuple, list)) and getattr(a0, "ndim", 0) == 4:
