@@ -36,6 +36,7 @@ class NumbaBackend(ChainBackend):
 
     name = "numba"
     xp = np
+    owns_threads = True   # NumPy's BLAS held to one thread during each call (rnnbackends.dispatch)
     capabilities = frozenset({"rnn", "gru", "lstm", "tanh", "relu", "float32", "float64", "lengths"})
 
     @classmethod

@@ -238,12 +238,14 @@ def _make_tile(rows, vectors):
     return tile
 
 
-_tile_rows_wide = _make_tile(ROWS, VECTORS)
-_tile_rows_one = _make_tile(ROWS, 1)
-_tile_half_wide = _make_tile(HALF, VECTORS)
-_tile_half_one = _make_tile(HALF, 1)
-_tile_row_wide = _make_tile(1, VECTORS)
-_tile_row_one = _make_tile(1, 1)
+# Vectors per tile by its rows: the full tile keeps ROWS × VECTORS accumulators; the remainder tiles are made wider
+# so that they still carry at least 8 independent FMA chains (an FMA's latency of 4 cycles × 2 FMA units), since a
+# 1-row × 3-vector tile waits on its 3 chains: 1.8-2× slower per step at B = 1 (H = 64-256, AVX2).
+HALF_VECTORS = 4           # HALF × 4 accumulators + 4 weight vectors + a broadcast fit 16 registers (AVX2)
+ROW_VECTORS = 8
+_tile_rows_wide, _tile_rows_one = _make_tile(ROWS, VECTORS), _make_tile(ROWS, 1)
+_tile_half_4, _tile_half_2, _tile_half_1 = (_make_tile(HALF, n) for n in (HALF_VECTORS, 2, 1))
+_tile_row_8, _tile_row_4, _tile_row_2, _tile_row_1 = (_make_tile(1, n) for n in (ROW_VECTORS, 4, 2, 1))
 
 
 def pack_columns(w):
@@ -306,42 +308,60 @@ def _active(lengths, b, n, t):
 
 
 @serial
-def _tile(p, w_packed, out, b, v, rows, wide):
-    """The register tile of ``rows`` (ROWS, HALF or 1) rows × VECTORS (wide) or 1 vectors at rows b, vector v."""
+def _tile(p, w_packed, out, b, v, rows, vectors):
+    """The register tile of ``rows`` (ROWS, HALF or 1) rows × ``vectors`` column vectors at rows b, vector v."""
     if rows == ROWS:
-        if wide:
+        if vectors == VECTORS:
             _tile_rows_wide(p, w_packed, out, b, v)
         else:
             _tile_rows_one(p, w_packed, out, b, v)
     elif rows == HALF:
-        if wide:
-            _tile_half_wide(p, w_packed, out, b, v)
+        if vectors == 4:
+            _tile_half_4(p, w_packed, out, b, v)
+        elif vectors == 2:
+            _tile_half_2(p, w_packed, out, b, v)
         else:
-            _tile_half_one(p, w_packed, out, b, v)
-    elif wide:
-        _tile_row_wide(p, w_packed, out, b, v)
+            _tile_half_1(p, w_packed, out, b, v)
+    elif vectors == 8:
+        _tile_row_8(p, w_packed, out, b, v)
+    elif vectors == 4:
+        _tile_row_4(p, w_packed, out, b, v)
+    elif vectors == 2:
+        _tile_row_2(p, w_packed, out, b, v)
     else:
-        _tile_row_one(p, w_packed, out, b, v)
+        _tile_row_1(p, w_packed, out, b, v)
+
+
+@serial
+def _rows_times_vectors(p, w_packed, out, lo, hi, rows, lengths, t):
+    """out[b] += p[b]·w over w's full column vectors, rows lo..hi-1 (a multiple of ``rows``) in tiles of ``rows``."""
+    n_vectors = w_packed.shape[0]
+    width = VECTORS if rows == ROWS else HALF_VECTORS if rows == HALF else ROW_VECTORS
+    v = 0
+    while v < n_vectors:
+        while v + width > n_vectors:
+            width //= 2
+        for b in range(lo, hi, rows):
+            if _active(lengths, b, rows, t):
+                _tile(p, w_packed, out, b, v, rows, width)
+        v += width
 
 
 @serial
 def _rows_times_matrix(p, w_packed, m, out, lo, hi, lengths, t):
     """out[b] += p[b]·w for rows lo ≤ b < hi still inside their length at step t: p (B, K), m = wᵀ (N, K)."""
-    # Units outermost: a strip of weights is read from memory once per step and reused by every block of rows.
-    # Blocks of ROWS rows, then one of HALF, then single rows; every row gets the same FMAs in the same order
-    # whichever tile computes it, so results do not depend on the blocking or on the split across threads.
-    n_vectors = w_packed.shape[0]
-    v = 0
-    while v < n_vectors:
-        wide = v + VECTORS <= n_vectors
-        b = lo
-        while b < hi:
-            rows = ROWS if b + ROWS <= hi else HALF if b + HALF <= hi else 1
-            if _active(lengths, b, rows, t):
-                _tile(p, w_packed, out, b, v, rows, wide)
-            b += rows
-        v += VECTORS if wide else 1
-    for j in range(n_vectors * (VECTOR_BYTES // p.itemsize), m.shape[0]):
+    # Units outermost within each group of tiles: a strip of weights is read once per step and reused by every
+    # block of rows. Blocks of ROWS rows, then one of HALF, then single rows (each split of the rows across
+    # threads is made of whole ROWS blocks, so a row always lands in the same kind of tile); every tile sums a unit
+    # over k in the same order, so results depend neither on the blocking nor on the split.
+    full = lo + (hi - lo) // ROWS * ROWS
+    _rows_times_vectors(p, w_packed, out, lo, full, ROWS, lengths, t)
+    b = full
+    if b + HALF <= hi:
+        _rows_times_vectors(p, w_packed, out, b, b + HALF, HALF, lengths, t)
+        b += HALF
+    _rows_times_vectors(p, w_packed, out, b, hi, 1, lengths, t)
+    for j in range(w_packed.shape[0] * w_packed.shape[2], m.shape[0]):
         b = lo
         while b + 4 <= hi:
             if _active(lengths, b, 4, t):
