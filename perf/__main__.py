@@ -1,10 +1,10 @@
-"""python -m perf run --suite cpu|gpu [--quick] [--out DIR] ... | compare OLD.json NEW.json | headline RESULT.json..."""
+"""python -m perf run --suite cpu|gpu|e2e [--quick] [--out DIR] ... | compare OLD.json NEW.json | headline RESULT..."""
 import argparse
 import importlib
 import os
 import sys
 
-SUITES = ("cpu", "gpu")
+SUITES = ("cpu", "gpu", "e2e")
 
 
 def _pin_threads(argv):
