@@ -357,4 +357,5 @@ def build_model(class_name, config, backend=None, dtype="float32", seed=0):
         raise ValueError(f"unknown model class {class_name!r}; known: {', '.join(MODELS)}")
     return MODELS[class_name](**config, backend=backend, dtype=dtype, seed=seed)
 
-from . import attention  # noqa: E402,F401  (registers AttentionTranslator in MODELS; it builds on Model)
+# noqa: E402,F401 below: these modules build on Model and register their classes (AttentionTranslator, CharTagger)
+from . import attention, char_tagger  # noqa: E402,F401

@@ -11,11 +11,11 @@ import conllu
 import numpy as np
 
 from .. import checkpoint
+from ..char_tagger import CharTagger
 from ..data import WORD, Batch, Vocabulary, minibatches
 from ..datasets import default_data, read_text
 from ..layers import to_host
 from ..losses import categorical_cross_entropy
-from ..models import FeatureTagger
 from ..optimizers import Adam
 from ..training import Member, epoch_rng, fingerprint, train_members
 from . import TaskResult
@@ -25,8 +25,9 @@ UPOS = ["ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART
         "SCONJ", "SYM", "VERB", "X"]                                       # the 17 universal tags
 EXAMPLES = ["I like red apples", "The quick brown fox jumps over the lazy dog.",
             "Yesterday Maria emailed the unhappy customers in Zurich."]
-HYPERPARAMETERS = dict(embed_dim=48, hidden_size=128, num_layers=1, bidirectional=True, dropout=0.3,
-                       embed_dropout=0.2)
+HYPERPARAMETERS = dict(embed_dim=48, char_embed_dim=24, char_hidden_size=64, hidden_size=128, num_layers=1,
+                       dropout=0.3, embed_dropout=0.2)
+MAX_WORD_CHARS = 20                  # longer words (URLs, e-mail addresses) are spelled by their first and last 10
 TRAINING = dict(lr=0.003, batch_size=32, epochs=12, clip_norm=5.0, word_dropout=0.1)
 
 
@@ -51,10 +52,14 @@ def read_conllu(path):
 
 
 def conllu_files(data):
-    """The train, dev and test CoNLL-U files of a folder (names containing train/dev/test; .gz/.xz allowed)."""
+    """The train, dev and test CoNLL-U files of a folder (names containing train/dev/test; .gz/.xz allowed); a file
+    is the training set, with the bundled dev and test."""
     folder = Path(data) if data else default_data("tagging")
+    if folder.is_file():
+        return [folder] + conllu_files(None)[1:]
     if not folder.is_dir():
-        raise ValueError(f"{folder}: expected a folder with *train*.conllu, *dev*.conllu and *test*.conllu")
+        raise ValueError(f"{folder}: expected a CoNLL-U training file, or a folder with *train*.conllu, "
+                         "*dev*.conllu and *test*.conllu")
     files = []
     for part in ("train", "dev", "test"):
         found = sorted(folder.glob(f"*{part}*.conllu")) + sorted(folder.glob(f"*{part}*.conllu.[gx]z"))
@@ -93,29 +98,59 @@ def pad_features(encoded):
     return ids, lengths
 
 
-def batches_of(encoded, tag_ids, indices, batch_size, rng=None, word_dropout=0.0, unk_id=1):
-    """Padded Batches; in training each word id becomes ``<unk>`` with probability ``word_dropout``."""
+def spelling(word):
+    """The characters the char RNN reads: the word, or its first and last 10 when it is longer than 20."""
+    half = MAX_WORD_CHARS // 2
+    return word if len(word) <= MAX_WORD_CHARS else word[:half] + word[-half:]
+
+
+def spell(sentences, characters):
+    """The distinct words of a batch's sentences as char ids (C, U), their lengths (U,), and word_index (T, B): the
+    distinct word at each position (0 on padding)."""
+    distinct = {}
+    word_index = np.zeros((max(map(len, sentences)), len(sentences)), dtype=np.int64)   # (T, B)
+    for b, words in enumerate(sentences):
+        for t, word in enumerate(words):
+            word_index[t, b] = distinct.setdefault(spelling(word), len(distinct))
+    char_lengths = np.array([len(w) for w in distinct], dtype=np.int64)                   # (U,)
+    chars = np.zeros((int(char_lengths.max()), len(distinct)), dtype=np.int64)         # (C, U)
+    for u, word in enumerate(distinct):
+        chars[:len(word), u] = characters.encode(list(word))
+    return chars, char_lengths, word_index
+
+
+def model_inputs(encoded, sentences, characters):
+    """The tagger's inputs for a batch: feature ids (T, B, F), lengths (B,), chars (C, U), char_lengths (U,),
+    word_index (T, B)."""
+    return (*pad_features(encoded), *spell(sentences, characters))
+
+
+def batches_of(d, part, batch_size, rng=None, word_dropout=0.0):
+    """Padded Batches of one part; in training each word id becomes ``<unk>`` with probability ``word_dropout`` (its
+    suffixes, shape and spelling stay)."""
     out = []
-    for chunk in minibatches(len(indices), batch_size, rng):
-        rows = indices[chunk]
-        ids, lengths = pad_features([encoded[i] for i in rows])
+    for rows in minibatches(len(d.parts[part]), batch_size, rng):
+        inputs = model_inputs([d.encoded[part][i] for i in rows], [d.parts[part][i][0] for i in rows], d.characters)
+        ids = inputs[0]
         if word_dropout:
             dropped = rng.random(ids.shape[:2]) < word_dropout                   # (T, B)
-            ids[:, :, 0] = np.where(dropped & (ids[:, :, 0] > 0), unk_id, ids[:, :, 0])
-        targets, _ = pad_features([np.repeat(tag_ids[i][:, None], NUM_FEATURES, axis=1) for i in rows])
-        mask = np.arange(ids.shape[0])[:, None] < lengths[None, :]             # (T, B)
-        out.append(Batch((ids, lengths), targets[:, :, 0], mask))
+            ids[:, :, 0] = np.where(dropped & (ids[:, :, 0] > 0), d.vocabulary.unk_id, ids[:, :, 0])
+        targets = np.zeros(ids.shape[:2], dtype=np.int64)                        # (T, B)
+        for b, i in enumerate(rows):
+            targets[:len(d.tag_ids[part][i]), b] = d.tag_ids[part][i]
+        mask = np.arange(ids.shape[0])[:, None] < inputs[1][None, :]             # (T, B)
+        out.append(Batch(inputs, targets, mask))
     return out
 
 
-def predict_tags(model, encoded, batch_size=256):
+def predict_tags(model, characters, encoded, sentences, batch_size=256):
     """The most probable tag id of every word: a list of (L,) arrays."""
     model.eval()
     predictions = []
     for chunk in minibatches(len(encoded), batch_size):
-        ids, lengths = pad_features([encoded[i] for i in chunk])
-        best = to_host(model.forward(ids, lengths)).argmax(axis=-1)              # (T, B)
-        predictions += [best[:lengths[b], b] for b in range(len(chunk))]
+        inputs = model_inputs([encoded[i] for i in chunk], [sentences[i] for i in chunk], characters)
+        best = to_host(model.forward(*inputs)).argmax(axis=-1)                   # (T, B)
+        predictions += [best[:inputs[1][b], b] for b in range(len(chunk))]
     return predictions
 
 
@@ -136,14 +171,17 @@ def accuracies(predicted, gold, oov):
     return float(correct.mean()), float(correct[oov].mean())
 
 
-def prepare(data, vocabulary=None):
-    """The three parts' sentences, the feature vocabulary (built on train unless given) and every part's ids."""
+def prepare(data, vocabulary=None, characters=None):
+    """The three parts' sentences, the feature and character vocabularies (built on train unless given) and every
+    part's ids."""
     parts = dict(zip(("train", "dev", "test"), (read_conllu(f) for f in conllu_files(data))))
     if vocabulary is None:
         vocabulary = Vocabulary.build(features(w) for words, _ in parts["train"] for w in words)
+        characters = Vocabulary.build(list(w) for words, _ in parts["train"] for w in words)
     encoded = {name: [encode_sentence(vocabulary, words) for words, _ in part] for name, part in parts.items()}
     tag_ids = {name: [np.array([UPOS.index(t) for t in tags]) for _, tags in part] for name, part in parts.items()}
-    return SimpleNamespace(parts=parts, vocabulary=vocabulary, encoded=encoded, tag_ids=tag_ids)
+    return SimpleNamespace(parts=parts, vocabulary=vocabulary, characters=characters, encoded=encoded,
+                           tag_ids=tag_ids)
 
 
 class Tagging(Task):
@@ -152,8 +190,9 @@ class Tagging(Task):
     name = "tagging"
     summary = "many-to-many part-of-speech tagging (UD English-EWT) -> UPOS accuracy, also on unseen words"
     data = Data("UD English-EWT: a 2,065-sentence train subset, dev and test",
-                "a folder with *train*, *dev* and *test* CoNLL-U files (.conllu, .conllu.gz or .conllu.xz)",
-                lambda: default_data("tagging"), kind="folder")
+                "a folder with *train*, *dev* and *test* CoNLL-U files (.conllu, .conllu.gz or .conllu.xz), or "
+                "one CoNLL-U training file (tested on the bundled dev and test)",
+                lambda: default_data("tagging"), kind="file or folder")
     metric = "test UPOS accuracy"
     higher_is_better = True
     baselines = ("most frequent tag",)
@@ -164,17 +203,15 @@ class Tagging(Task):
         """Train the feature tagger on train, select on dev, report test accuracy (all and OOV) against the baseline."""
         started = time.perf_counter()
         d = prepare(data)
-        model = FeatureTagger(len(d.vocabulary), NUM_FEATURES, len(UPOS), **HYPERPARAMETERS, cell=cell,
-                              backend=backend, seed=seed)
-        train_idx = np.arange(len(d.parts["train"]))
-        batches = lambda epoch: batches_of(d.encoded["train"], d.tag_ids["train"], train_idx,  # noqa: E731
-                                           TRAINING["batch_size"], epoch_rng(seed, epoch), TRAINING["word_dropout"],
-                                           d.vocabulary.unk_id)
+        model = CharTagger(len(d.vocabulary), NUM_FEATURES, len(d.characters), len(UPOS), **HYPERPARAMETERS,
+                           cell=cell, backend=backend, seed=seed)
+        batches = lambda epoch: batches_of(d, "train", TRAINING["batch_size"], epoch_rng(seed, epoch),  # noqa: E731
+                                           TRAINING["word_dropout"])
 
         def validate(m):
             """Dev loss and accuracy."""
             losses, correct, total = [], 0, 0
-            for batch in batches_of(d.encoded["dev"], d.tag_ids["dev"], np.arange(len(d.parts["dev"])), 256):
+            for batch in batches_of(d, "dev", 256):
                 logits = m.forward(*batch.inputs)
                 loss, _ = categorical_cross_entropy(logits, batch.targets, batch.mask)
                 losses.append(loss * batch.mask.sum())
@@ -183,7 +220,7 @@ class Tagging(Task):
             return {"val_loss": sum(losses) / total, "val_accuracy": correct / total}
 
         epochs = TRAINING["epochs"] if epochs is None else epochs
-        meta = {"task": self.name, "vocabulary": d.vocabulary.tokens, "tags": UPOS}
+        meta = {"task": self.name, "vocabulary": d.vocabulary.tokens, "characters": d.characters.tokens, "tags": UPOS}
         run = train_members([Member(model, Adam(TRAINING["lr"]), batches)], categorical_cross_entropy, validate,
                             epochs=epochs, meta=meta, save=save, resume=resume,
                             data_fingerprint=fingerprint(d.parts["train"], d.vocabulary.tokens, seed, cell),
@@ -205,7 +242,8 @@ class Tagging(Task):
         test_words = [w for words, _ in test_s for w in words]
         gold = np.concatenate(d.tag_ids["test"])
         oov = np.array([w.lower() not in train_words for w in test_words])
-        ours = accuracies(np.concatenate(predict_tags(model, d.encoded["test"])), gold, oov)
+        predicted = predict_tags(model, d.characters, d.encoded["test"], [words for words, _ in test_s])
+        ours = accuracies(np.concatenate(predicted), gold, oov)
         baseline_tagger = most_frequent_tag(train_s)
         baseline = accuracies(np.array([UPOS.index(baseline_tagger(w)) for w in test_words]), gold, oov)
         return TaskResult(task=self.name, backend=model.backend.name, metric=self.metric, value=ours[0],
@@ -215,25 +253,32 @@ class Tagging(Task):
                                    "oov_rate": float(oov.mean()), "train_sentences": len(train_s),
                                    "dev_sentences": len(d.parts["dev"]), "test_sentences": len(test_s),
                                    "test_words": len(test_words), "feature_vocabulary": len(d.vocabulary)},
-                          examples=tag_lines(model, d.vocabulary, EXAMPLES))
+                          examples=tag_lines(model, d.vocabulary, d.characters, EXAMPLES))
 
     def evaluate(self, directory, data=None, *, backend=None):
         """Test accuracy of a saved tagger on ``data`` (encoded with the checkpoint's vocabulary)."""
         started = time.perf_counter()
-        models, meta = checkpoint.load(directory, backend, task="tagging", classes=("FeatureTagger",))
-        return self.score(models[0], prepare(data, Vocabulary(meta["vocabulary"])), [], started)
+        models, meta = load_tagger(directory, backend)
+        return self.score(models[0], prepare(data, Vocabulary(meta["vocabulary"]), Vocabulary(meta["characters"])),
+                          [], started)
 
     def predict(self, directory, lines, *, backend=None):
         """One line of ``word/TAG`` tokens per input line, from a saved tagging checkpoint."""
-        models, meta = checkpoint.load(directory, backend, task="tagging", classes=("FeatureTagger",))
-        return tag_lines(models[0], Vocabulary(meta["vocabulary"]), lines)
+        models, meta = load_tagger(directory, backend)
+        return tag_lines(models[0], Vocabulary(meta["vocabulary"]), Vocabulary(meta["characters"]), lines)
 
 
-def tag_lines(model, vocabulary, lines):
+def load_tagger(directory, backend=None):
+    """The tagger saved in ``directory`` and its metadata."""
+    return checkpoint.load(directory, backend, task="tagging", classes=("CharTagger",))
+
+
+def tag_lines(model, vocabulary, characters, lines):
     """``word/TAG`` tokens for each line of raw text (split into words and punctuation marks)."""
     sentences = [WORD.findall(line) for line in lines]
     present = [i for i, words in enumerate(sentences) if words]
-    predicted = predict_tags(model, [encode_sentence(vocabulary, sentences[i]) for i in present])
+    predicted = predict_tags(model, characters, [encode_sentence(vocabulary, sentences[i]) for i in present],
+                             [sentences[i] for i in present])
     out = [""] * len(lines)
     for i, tags in zip(present, predicted):
         out[i] = " ".join(f"{w}/{UPOS[t]}" for w, t in zip(sentences[i], tags))

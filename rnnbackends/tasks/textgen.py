@@ -19,11 +19,32 @@ from ..training import Member, fingerprint, train_members
 from . import TaskResult
 from .base import CELL, Data, Option, Task
 
-HYPERPARAMETERS = {"char": dict(embed_dim=32, hidden_size=256, num_layers=1),
-                   "word": dict(embed_dim=64, hidden_size=256, num_layers=1)}
-TRAINING = dict(lr=0.002, batch_size=64, steps=100, epochs=20, clip_norm=5.0, max_words=10000)
+EMBED_DIM = {"char": 32, "word": 64}
+TRAINING = dict(lr=0.002, epochs=20, clip_norm=5.0, max_words=10000)
 VALIDATION = dict(batch_size=16, steps=200)
 PRIME, SAMPLE_LENGTH, TEMPERATURE = "ROMEO:", 500, 0.8
+
+
+def positive_int(value):
+    """An integer >= 1 (a size or a count), from the command line or Python."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = 0.0
+    if number < 1 or not number.is_integer():
+        raise ValueError(f"expected a whole number >= 1, got {value!r}")
+    return int(number)
+
+
+def dropout_rate(value):
+    """A dropout probability in [0, 1)."""
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        rate = -1.0
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"expected a dropout rate in [0, 1), got {value!r}")
+    return rate
 
 
 def read_text(data):
@@ -88,23 +109,36 @@ class Textgen(Task):
     metric = "validation nats/char"
     higher_is_better = False
     baselines = ("unigram", "bigram")
-    options = (Option("level", "model characters or words", default="char", choices=("char", "word")), CELL)
+    options = (Option("level", "model characters or words", default="char", choices=("char", "word")), CELL,
+               Option("layers", "stacked recurrent layers", 1, type=positive_int),
+               Option("hidden", "units H per recurrent layer", 256, type=positive_int),
+               Option("dropout", "dropout between stacked layers", 0.0, type=dropout_rate),
+               Option("batch_size", "parallel rows of the text stream per batch", 64, type=positive_int),
+               Option("bptt", "steps per truncated-BPTT chunk (the state carries across chunks)", 100,
+                      type=positive_int))
 
     def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
-              log=None, level="char", cell="rnn"):
+              log=None, level="char", cell="rnn", layers=1, hidden=256, dropout=0.0, batch_size=64, bptt=100):
         """Train the stateful language model with truncated BPTT; report validation nats per token against n-grams."""
         started = time.perf_counter()
-        if level not in HYPERPARAMETERS:
+        if level not in EMBED_DIM:
             raise ValueError(f"--level must be 'char' or 'word', got {level!r}")
+        for flag, value, check in (("--layers", layers, positive_int), ("--hidden", hidden, positive_int),
+                                   ("--dropout", dropout, dropout_rate), ("--batch-size", batch_size, positive_int),
+                                   ("--bptt", bptt, positive_int)):
+            try:
+                check(value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{flag}: {exc}") from None
         tokenizer = tokenizer_for(level)
         train_text, val_text = split_text(read_text(data))
         train_tokens = tokenizer(train_text)
         vocabulary = Vocabulary.build([train_tokens], max_size=TRAINING["max_words"] if level == "word" else None)
         train_ids = np.array(vocabulary.encode(train_tokens), dtype=np.int64)
         val_ids = np.array(vocabulary.encode(tokenizer(val_text)), dtype=np.int64)
-        model = LanguageModel(len(vocabulary), **HYPERPARAMETERS[level], cell=cell, stateful=True, backend=backend,
-                              seed=seed)
-        chunks = bptt_chunks(train_ids, TRAINING["batch_size"], TRAINING["steps"])   # in order: the state carries
+        model = LanguageModel(len(vocabulary), EMBED_DIM[level], hidden, layers, dropout, cell=cell, stateful=True,
+                              backend=backend, seed=seed)
+        chunks = bptt_chunks(train_ids, batch_size, bptt)                         # in order: the state carries
 
         def validate(m):
             """Validation nats (and bits) per token."""
@@ -115,7 +149,8 @@ class Textgen(Task):
         meta = {"task": self.name, "level": level, "tokenizer": tokenizer.config(), "vocabulary": vocabulary.tokens}
         run = train_members([Member(model, Adam(TRAINING["lr"]), lambda epoch: chunks)], categorical_cross_entropy,
                             validate, epochs=epochs, meta=meta, save=save, resume=resume,
-                            data_fingerprint=fingerprint(train_ids, vocabulary.tokens, level, seed, cell),
+                            data_fingerprint=fingerprint(train_ids, vocabulary.tokens, level, seed, cell, layers,
+                                                         hidden, dropout, batch_size, bptt),
                             clip_norm=TRAINING["clip_norm"], progress=progress, log=log,
                             description=f"textgen ({level})")
         best = run.bests[0]
