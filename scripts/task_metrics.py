@@ -1,11 +1,15 @@
-"""Re-run the sequence tasks (tagging, textgen, translation) and write their metrics table and examples.
+"""Re-run the tasks (any of the six, any cell) and write their metrics table and examples.
 
-    python scripts/task_metrics.py --backend numba --out runs/tasks --page docs/tasks/index.md
+    python scripts/task_metrics.py --backend numba --tasks tagging --cell rnn gru --out runs/tasks \
+        --page docs/tasks/index.md
 
-Each task trains with its defaults and seed 0, saves its checkpoint to OUT/TASK, and writes OUT/TASK.json (the
-``--metrics-out`` record plus details, examples and the training time). The Markdown table and the examples go to
-OUT/tasks.md and, with ``--page FILE.md``, between the ``<!-- seqtasks:begin -->`` and ``<!-- seqtasks:end -->``
-markers of that page. ``--tasks`` re-runs only some tasks; the table is built from every OUT/TASK.json present.
+Each task trains with its defaults and seed 0, saves its checkpoint to OUT/TASK-CELL, and writes OUT/TASK-CELL.json
+(the ``--metrics-out`` record plus the cell, details, examples and the training time); sentiment also reports its
+10-fold cross-validated accuracy (``--cv``). The Markdown table (a row per task and cell: metric, baseline, ours,
+training time) and the examples go to OUT/tasks.md and, with ``--page FILE.md``, between the
+``<!-- seqtasks:begin -->`` and ``<!-- seqtasks:end -->`` markers of that page. The table is built from every
+OUT/TASK-CELL.json present (OUT/TASK.json is the simple-RNN record too), also one that is a bare ``train
+--metrics-out`` file; ``--table-only`` re-renders it without training.
 """
 from __future__ import annotations
 
@@ -18,82 +22,139 @@ from pathlib import Path
 
 from rnnbackends.cli.common import one_blas_thread
 from rnnbackends.files import write_atomically
-from rnnbackends.tasks import get_task
+from rnnbackends.tasks import TASKS, get_task
+from rnnbackends.tasks.base import CELL
 
-TASKS = ("tagging", "textgen", "translation")
-DATA = {"tagging": "UD English-EWT: train subset (2,065 sentences) / dev / test (25,094 words)",
+CELLS = CELL.choices
+DATA = {"sentiment": "UCI Sentiment Labelled Sentences: 2,400 train / 300 val / 300 test",
+        "timeseries": "airline passengers, monthly 1949–1960: test 1959–1960 (24)",
+        "tagging": "UD English-EWT: train subset (2,065 sentences) / dev / test (25,094 words)",
         "textgen": "tiny Shakespeare, first 90 % / last 10 % of 1,115,394 chars",
-        "translation": "Tatoeba en→es, first 40k pairs (≤ 11 English tokens): 37k train / 1k val / 2k test"}
+        "translation": "Tatoeba en→es, first 40k pairs (≤ 11 English tokens): 37k train / 1k val / 2k test",
+        "speech": "spoken digit strings (eSpeak NG), 800 utterances; test voices never heard"}
 BEGIN, END = "<!-- seqtasks:begin -->", "<!-- seqtasks:end -->"
 
 
-def run(task, backend, out, seed):
-    """Train one task with its defaults and write OUT/TASK.json; returns the record."""
+def record_path(out, task, cell):
+    """Where the record of ``task`` with ``cell`` lives: OUT/TASK-CELL.json (or OUT/TASK.json for the simple RNN)."""
+    path = out / f"{task}-{cell}.json"
+    if cell == "rnn" and not path.is_file() and (out / f"{task}.json").is_file():
+        return out / f"{task}.json"
+    return path
+
+
+def run(task, cell, backend, out, seed, folds):
+    """Train one task with its defaults and ``cell``, and write OUT/TASK-CELL.json; returns the record."""
+    options = {"cell": cell, **({"cv": folds} if task == "sentiment" and folds else {})}
     with one_blas_thread():
-        result = get_task(task).train(backend=backend, seed=seed, save=out / task, progress=True,
-                                      log=lambda line: print(line, file=sys.stderr))
-    record = {**result.metrics(), "baselines": result.baselines, "details": result.details,
+        result = get_task(task).train(backend=backend, seed=seed, save=out / f"{task}-{cell}", progress=True,
+                                      log=lambda line: print(line, file=sys.stderr), **options)
+    record = {**result.metrics(), "cell": cell, "baselines": result.baselines, "details": result.details,
               "examples": result.examples, "seconds": result.seconds, "seed": seed,
-              "epochs": result.histories[0],
+              "epochs": result.histories[0] if result.histories else [],
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)"}
-    write_atomically(out / f"{task}.json", json.dumps(record, indent=1) + "\n")
+    write_atomically(out / f"{task}-{cell}.json", json.dumps(record, indent=1) + "\n")
     return record
+
+
+def cross_validation(details):
+    """The k-fold entry of a sentiment record's details, or None."""
+    return next((value for key, value in details.items() if key.endswith("-fold cross-validation")), None)
 
 
 def ours(record):
     """The model's figure as the table shows it."""
-    details = record["details"]
-    if record["task"] == "tagging":
-        return f"**{record['value']:.4f}** (OOV {details['oov_accuracy']:.3f})"
-    if record["task"] == "textgen":
-        return f"**{record['value']:.3f}** nats ({details['bits_per_char']:.3f} bits)"
-    return f"**{record['value']:.2f}** (greedy {details['bleu_greedy']:.2f})"
+    details, task, value = record.get("details", {}), record["task"], record["value"]
+    if task == "tagging" and "oov_accuracy" in details:
+        return f"**{value:.4f}** (OOV {details['oov_accuracy']:.3f})"
+    if task == "textgen" and "bits_per_char" in details:
+        return f"**{value:.3f}** nats ({details['bits_per_char']:.3f} bits)"
+    if task == "translation" and "bleu_greedy" in details:
+        return f"**{value:.2f}** (greedy {details['bleu_greedy']:.2f})"
+    cv = cross_validation(details)
+    if cv is not None:
+        return f"**{value:.3f}**; {len(cv['ours']['folds'])}-fold CV {cv['ours']['mean']:.3f} ± {cv['ours']['std']:.3f}"
+    return f"**{value:.4g}**"
 
 
 def baseline(record):
     """The best baseline as the table shows it."""
-    if record["task"] == "tagging":
-        return (f"{record['baseline']:.4f} most frequent tag "
-                f"(OOV {record['details']['baseline_oov_accuracy']:.3f})")
+    details, baselines = record.get("details", {}), record.get("baselines")
+    if record["task"] == "tagging" and "baseline_oov_accuracy" in details:
+        return f"{record['baseline']:.4f} most frequent tag (OOV {details['baseline_oov_accuracy']:.3f})"
+    if not baselines:                                                # a bare --metrics-out record
+        return f"{record['baseline']:.4g}"
     pick = max if record["higher_is_better"] else min
-    name = pick(record["baselines"], key=record["baselines"].get)
-    return f"{record['baseline']:.3f} {name}"
+    name = pick(baselines, key=baselines.get)
+    cv = cross_validation(details)
+    if cv is not None and name in cv:
+        return (f"{record['baseline']:.3f} {name}; {len(cv[name]['folds'])}-fold CV {cv[name]['mean']:.3f} ± "
+                f"{cv[name]['std']:.3f}")
+    return f"{record['baseline']:.4g} {name}"
+
+
+def minutes(record):
+    """The training time as the table shows it (a bare --metrics-out record has none)."""
+    return f"{record['seconds'] / 60:.1f} min" if "seconds" in record else "not recorded"
 
 
 def markdown(records):
-    """The table of every task and the examples a person sees."""
-    lines = ["| task | data | metric | baseline | ours | backend | training time |", "|---|---|---|---|---|---|---|"]
+    """The table of every task and cell, and the examples a person sees."""
+    lines = ["| task | cell | data | metric | baseline | ours | backend | training time |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in records:
-        lines.append(f"| {r['task']} | {DATA[r['task']]} | {r['metric']} | {baseline(r)} | {ours(r)} | {r['backend']} "
-                     f"| {r['seconds'] / 60:.1f} min |")
+        lines.append(f"| {r['task']} | {r['cell']} | {DATA[r['task']]} | {r['metric']} | {baseline(r)} | {ours(r)} "
+                     f"| {r['backend']} | {minutes(r)} |")
     lines.append("")
     lines.append("Training times are the wall-clock time of the whole run (reading data, training, evaluating, "
-                 "decoding the test set) on a 2-core machine shared with other jobs, with BLAS and Numba on one "
-                 "thread each (oversubscribed threads made these runs about 10× slower).")
+                 "decoding the test set; for sentiment also the cross-validation's ten extra trainings) on a 2-core "
+                 "machine shared with other jobs, with BLAS and Numba on one thread each (oversubscribed threads "
+                 "made these runs about 10× slower).")
     for r in records:
-        lines += ["", f"**{r['task']}** (best epoch {r['details'].get('best_epoch')} of {len(r['epochs'])}):", "",
-                  "```"]
+        if not r.get("examples"):
+            continue
+        best, epochs = r.get("details", {}).get("best_epoch"), r.get("epochs", [])
+        when = f" (best epoch {best} of {len(epochs)})" if best is not None else ""
+        lines += ["", f"**{r['task']}, {r['cell']}**{when}:", "", "```"]
         lines += r["examples"]
         lines.append("```")
     return "\n".join(lines) + "\n"
 
 
-def write_readme(readme, text):
-    """Replace what lies between the markers of ``readme`` with ``text``."""
-    if not readme.is_file():
-        raise ValueError(f"--page {readme}: no such file")
-    content = readme.read_text(encoding="utf-8")
+def read_records(out):
+    """Every record in OUT, in task then cell order, each with its cell."""
+    records = []
+    for task in TASKS:
+        for cell in CELLS:
+            path = record_path(out, task, cell)
+            if path.is_file():
+                try:
+                    record = json.loads(path.read_text(encoding="utf-8"))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}: not valid JSON ({exc})") from None
+                if record.get("task") != task:
+                    raise ValueError(f"{path}: a record of task {record.get('task')!r}, not {task}")
+                records.append({**record, "cell": record.get("cell", cell)})
+    return records
+
+
+def write_page(page, text):
+    """Replace what lies between the markers of ``page`` with ``text``."""
+    content = page.read_text(encoding="utf-8")
     if BEGIN not in content or END not in content:
-        raise ValueError(f"{readme}: no {BEGIN} ... {END} markers to write between")
+        raise ValueError(f"{page}: no {BEGIN} ... {END} markers to write between")
     head, rest = content.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    write_atomically(readme, f"{head}{BEGIN}\n{text}{END}{tail}")
+    write_atomically(page, f"{head}{BEGIN}\n{text}{END}{tail}")
 
 
 def main(argv=None):
-    """Parse the options, re-run the chosen tasks, write the table; bad input is one line and exit status 2."""
+    """Parse the options, re-run the chosen tasks and cells, write the table; bad input is one line and exit 2."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="tasks to re-run")
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS), help="tasks to re-run")
+    parser.add_argument("--cell", nargs="+", choices=CELLS, default=["rnn"], help="cells to re-run (default rnn)")
+    parser.add_argument("--cv", type=int, default=10, metavar="K",
+                        help="sentiment: folds of the cross-validation (default 10; 0 leaves it out)")
     parser.add_argument("--backend", help="backend name (default: selected as usual)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/tasks"), help="checkpoints and JSON records")
@@ -106,18 +167,19 @@ def main(argv=None):
             raise ValueError(f"--out {args.out}: is a file; give a folder")
         if args.page is not None and not args.page.is_file():
             raise ValueError(f"--page {args.page}: no such file")
+        if args.cv and args.cv < 3:
+            raise ValueError(f"--cv {args.cv}: give at least 3 folds, or 0 for none")
         args.out.mkdir(parents=True, exist_ok=True)
         if not args.table_only:
             for task in args.tasks:
-                record = run(task, args.backend, args.out, args.seed)
-                print(f"{task}: {record['metric']} {record['value']:.4f} vs baseline {record['baseline']:.4f} "
-                      f"in {record['seconds']:.0f} s", file=sys.stderr)
-        records = [json.loads((args.out / f"{t}.json").read_text(encoding="utf-8")) for t in TASKS
-                   if (args.out / f"{t}.json").is_file()]
-        text = markdown(records)
+                for cell in args.cell:
+                    record = run(task, cell, args.backend, args.out, args.seed, args.cv)
+                    print(f"{task} ({cell}): {record['metric']} {record['value']:.4f} vs baseline "
+                          f"{record['baseline']:.4f} in {record['seconds']:.0f} s", file=sys.stderr)
+        text = markdown(read_records(args.out))
         write_atomically(args.out / "tasks.md", text)
         if args.page:
-            write_readme(args.page, text)
+            write_page(args.page, text)
     except (OSError, ValueError, KeyError) as exc:
         print(f"task_metrics: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from ..models import SequenceClassifier
 from ..optimizers import Adam
 from ..training import Member, fingerprint, train_members
 from . import TaskResult
-from .base import CELL, Data, Task
+from .base import CELL, Data, Option, Task
 
 SPLIT_SEED = 20150810          # fixed: the split never depends on --seed (KDD 2015, the dataset's paper)
 EXAMPLES = ["Good, cheap food!", "The battery died after two days and support never answered.",
@@ -54,6 +54,29 @@ def split(n):
     order = np.random.default_rng(SPLIT_SEED).permutation(n)
     n_test = n_val = n // 10
     return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
+
+
+def stratified_folds(labels, k):
+    """k (train, validation, test) index triples of stratified k-fold cross-validation (fixed, whatever the seed):
+    each fold is the test part once and the validation part of the fold before it; the other k - 2 train."""
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(labels))
+    fold = np.empty(len(labels), dtype=np.int64)
+    for label in np.unique(labels):
+        rows = order[labels[order] == label]
+        fold[rows] = np.arange(len(rows)) % k                          # each class dealt round the folds
+    parts = [np.flatnonzero(fold == i) for i in range(k)]
+    return [(np.flatnonzero((fold != i) & (fold != (i + 1) % k)), parts[(i + 1) % k], parts[i]) for i in range(k)]
+
+
+def folds_option(value):
+    """``--cv K``: a whole number of folds, at least 3."""
+    try:
+        folds = int(value)
+    except ValueError:
+        raise ValueError(f"expected a whole number of folds, got {value!r}") from None
+    if folds < 3:
+        raise ValueError(f"needs at least 3 folds (one tests, one validates, the rest train), got {folds}")
+    return folds
 
 
 def bag_of_words(token_lists, vocabulary):
@@ -133,12 +156,16 @@ def prepare(data):
     """Sentences, labels, the fixed split, the training part's vocabulary and every sentence's ids."""
     sentences, labels = read_labelled_sentences(data or default_data("sentiment"))
     tokenizer = Tokenizer("word")
-    tokens = [tokenizer(s) for s in sentences]
-    train_idx, val_idx, test_idx = split(len(sentences))
-    vocabulary = Vocabulary.build([tokens[i] for i in train_idx])
-    return SimpleNamespace(sentences=sentences, labels=labels, tokenizer=tokenizer, tokens=tokens, train=train_idx,
-                           val=val_idx, test=test_idx, vocabulary=vocabulary,
-                           ids=[vocabulary.encode(t) for t in tokens])
+    d = SimpleNamespace(sentences=sentences, labels=labels, tokenizer=tokenizer,
+                        tokens=[tokenizer(s) for s in sentences])
+    return with_split(d, *split(len(sentences)))
+
+
+def with_split(d, train, val, test):
+    """The prepared data ``d`` on another split: its parts, the training part's vocabulary, every sentence's ids."""
+    vocabulary = Vocabulary.build([d.tokens[i] for i in train])
+    return SimpleNamespace(**{**vars(d), "train": train, "val": val, "test": test, "vocabulary": vocabulary,
+                              "ids": [vocabulary.encode(t) for t in d.tokens]})
 
 
 class Sentiment(Task):
@@ -152,13 +179,29 @@ class Sentiment(Task):
     metric = "test accuracy"
     higher_is_better = True
     baselines = ("majority class", "bag-of-words logistic regression")
-    options = (CELL,)
+    options = (CELL, Option("cv", "also report stratified K-fold cross-validated accuracy (mean ± std over the K "
+                              "folds) of the model and the baselines, e.g. --cv 10", 0, type=folds_option))
 
     def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
-              log=None, cell="rnn"):
-        """Train an ensemble of classifiers; returns a TaskResult with test accuracy against both baselines."""
+              log=None, cell="rnn", cv=0):
+        """Train an ensemble of classifiers; returns a TaskResult with test accuracy against both baselines, and
+        with ``cv`` K the K-fold cross-validated accuracy of the same recipe and of logistic regression."""
         started = time.perf_counter()
         d = prepare(data)
+        meta = {"task": self.name, "tokenizer": d.tokenizer.config(), "vocabulary": d.vocabulary.tokens}
+        run = self.fit(d, meta, backend=backend, epochs=epochs, seed=seed, save=save, resume=resume,
+                       progress=progress, log=log, cell=cell)
+        result = self.score(run.models, d, run.histories, started)
+        if save:
+            checkpoint.save(save, run.models, {**meta, "test_accuracy": result.value})
+        if cv:
+            result.details[f"{cv}-fold cross-validation"] = self.cross_validate(
+                d, cv, backend=backend, epochs=epochs, seed=seed, log=log, cell=cell)
+            result.seconds = time.perf_counter() - started
+        return result
+
+    def fit(self, d, meta, *, backend, epochs, seed, save=None, resume=False, progress=False, log=None, cell="rnn"):
+        """Train the ensemble on the training part of ``d`` (early stopping on its validation part): a ``Run``."""
         epochs = TRAINING["epochs"] if epochs is None else epochs
         members = []
         for member in range(TRAINING["ensemble"]):
@@ -175,16 +218,29 @@ class Sentiment(Task):
             loss = -np.mean(y * np.log(p + 1e-12) + (1 - y) * np.log(1 - p + 1e-12))
             return {"val_loss": float(loss), "val_accuracy": float(((p > 0.5) == y).mean())}
 
-        meta = {"task": self.name, "tokenizer": d.tokenizer.config(), "vocabulary": d.vocabulary.tokens}
-        run = train_members(members, binary_cross_entropy, validate, epochs=epochs, meta=meta, save=save,
-                            resume=resume, data_fingerprint=fingerprint(d.sentences, d.labels, d.vocabulary.tokens,
-                                                                        seed, cell),
-                            patience=TRAINING["patience"], clip_norm=TRAINING["clip_norm"], progress=progress,
-                            log=log, description="sentiment")
-        result = self.score(run.models, d, run.histories, started)
-        if save:
-            checkpoint.save(save, run.models, {**meta, "test_accuracy": result.value})
-        return result
+        return train_members(members, binary_cross_entropy, validate, epochs=epochs, meta=meta, save=save,
+                             resume=resume, data_fingerprint=fingerprint(d.sentences, d.labels, d.vocabulary.tokens,
+                                                                         seed, cell),
+                             patience=TRAINING["patience"], clip_norm=TRAINING["clip_norm"], progress=progress,
+                             log=log, description="sentiment")
+
+    def cross_validate(self, d, k, *, backend, epochs, seed, log=None, cell="rnn"):
+        """Stratified k-fold test accuracy of the ensemble and of both baselines: mean, std over folds, each fold."""
+        scores = {"ours": [], "bag-of-words logistic regression": [], "majority class": []}
+        for i, (train, val, test) in enumerate(stratified_folds(d.labels, k)):
+            fold = with_split(d, train, val, test)
+            run = self.fit(fold, {"task": self.name}, backend=backend, epochs=epochs, seed=seed, cell=cell)
+            base = baselines(fold.tokens, fold.labels, train, val, test, fold.vocabulary)
+            p = probabilities(run.models, fold.ids, test)
+            for name, value in (("ours", float(((p > 0.5) == d.labels[test]).mean())),
+                                ("bag-of-words logistic regression", base["bow_logreg"]),
+                                ("majority class", base["majority"])):
+                scores[name].append(value)
+            if log is not None:
+                log(f"fold {i + 1}/{k}: ours {scores['ours'][-1]:.4f}, logistic regression "
+                    f"{scores['bag-of-words logistic regression'][-1]:.4f} ({len(test)} test sentences)")
+        return {name: {"mean": round(float(np.mean(v)), 4), "std": round(float(np.std(v)), 4),
+                       "folds": [round(x, 4) for x in v]} for name, v in scores.items()}
 
     def score(self, models, d, histories, started):
         """The TaskResult of ``models`` on the test part of the prepared data ``d``."""
