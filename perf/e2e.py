@@ -75,24 +75,31 @@ MODEL_OPTIONS = {"sentiment": dict(embed_dim=64, hidden_size=64, bidirectional=F
                                    embed_dropout=0.0),
                  "tagging": dict(embed_dim=32, hidden_size=128, num_layers=1, bidirectional=True, dropout=0.0,
                                  embed_dropout=0.0),
-                 "textgen": dict(embed_dim=64, hidden_size=128, num_layers=1),
+                 "textgen": dict(embed_dim=64, hidden_size=128, num_layers=1, dropout=0.0),
                  "translation": dict(embed_dim=128, hidden_size=256, dropout=0.0),
                  "timeseries": dict(hidden_size=32),
                  "speech": dict(hidden_size=128, num_layers=3, bidirectional=True, stride=3, dropout=0.0)}
 
 
 VARIANT = {"textgen": "char", "translation": "luong"}    # where a task keeps options per variant: the one timed
+ALIASES = {"hidden": "hidden_size", "layers": "num_layers", "bptt": "steps"}      # task option -> model/TRAINING key
 
 
 def task_options(task):
-    """(the model's options from the task's HYPERPARAMETERS, its TRAINING) of a task module."""
+    """(the model's options, the training options) of a task's default run: its HYPERPARAMETERS, TRAINING and
+    EMBED_DIM tables (the default variant's entry where they hold one per variant) over its options' defaults."""
     import importlib
     module = importlib.import_module(f"rnnbackends.tasks.{task}")
-    hyper, training = module.HYPERPARAMETERS, module.TRAINING
-    variant = VARIANT.get(task)
-    hyper = hyper.get(variant, hyper)
-    training = training.get(variant, training)
-    return {k: hyper.get(k, default) for k, default in MODEL_OPTIONS[task].items()}, dict(training)
+
+    def table(name):
+        value = getattr(module, name, {})
+        return value.get(VARIANT.get(task), value) if isinstance(value, dict) else value
+    defaults = {ALIASES.get(o.name, o.name): o.default for o in module.TASK.options}
+    hyper = {**defaults, **table("HYPERPARAMETERS")}
+    if isinstance(table("EMBED_DIM"), int):
+        hyper.setdefault("embed_dim", table("EMBED_DIM"))
+    training = {**{k: defaults[k] for k in ("batch_size", "steps") if k in defaults}, **table("TRAINING")}
+    return {k: hyper.get(k, default) for k, default in MODEL_OPTIONS[task].items()}, training
 
 
 def batch_shape(task, small):
@@ -295,7 +302,8 @@ def torch_case(task, cell, host, seed=0):
             def __init__(self):
                 super().__init__()
                 self.embedding = nn.Embedding(shape["V"], hyper["embed_dim"])
-                self.rnn = recurrent(hyper["embed_dim"], hyper["hidden_size"], hyper["num_layers"])
+                self.rnn = recurrent(hyper["embed_dim"], hyper["hidden_size"], hyper["num_layers"],
+                                     dropout=hyper["dropout"])
                 self.output = nn.Linear(hyper["hidden_size"], shape["V"])
                 self.state = None
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import registry
 from .arrays import full_lengths, reverse_index, to_host, valid_steps
+from .dispatch import one_blas_thread
 from .initializers import initialize
 
 
@@ -47,10 +48,15 @@ def kernel(backend, name):
 
 @contextlib.contextmanager
 def computing_on(backend):
-    """Within the block, losses and optimisers use ``backend``'s front-end kernels (``fit`` wraps each step)."""
+    """Within the block (``fit`` wraps each step in it), losses and optimisers use ``backend``'s front-end kernels,
+    and for a backend that runs its own threads (``owns_threads``) NumPy's BLAS stays at one thread throughout, so
+    no BLAS worker spins against those threads between the layers (dispatch.one_blas_thread)."""
     token = _COMPUTING_ON.set(backend)
+    threads = one_blas_thread if getattr(getattr(backend, "impl", backend), "owns_threads", False) \
+        else contextlib.nullcontext()
     try:
-        yield backend
+        with threads:
+            yield backend
     finally:
         _COMPUTING_ON.reset(token)
 

@@ -221,3 +221,18 @@ def test_embedding_gradient_sums_repeated_ids_and_zeroes_padding():
         want[v] += d_x[t, b]
     want[0] = 0.0
     np.testing.assert_array_equal(layer.grads["weight"], want)
+
+
+def test_a_step_on_a_backend_owning_its_threads_keeps_blas_at_one_thread_throughout():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return max(c["num_threads"] for c in threadpool_info() if c["user_api"] == "blas")
+    owning = WithKernels(())
+    owning.impl.owns_threads = True
+    with threadpool_limits(2, user_api="blas"):
+        with computing_on(WithKernels(())):
+            assert blas_threads() == 2
+        with computing_on(owning):
+            assert blas_threads() == 1
+        assert blas_threads() == 2
