@@ -10,7 +10,8 @@ Graphs by model (T steps, B rows; every id input is int64, every float float32; 
 stacked on a leading axis of each output, and a classifier's ensemble also gets the averaged ``probability``):
 
 - SequenceClassifier: ids (T, B), lengths (B,) -> logits (B,) [two classes] or (B, K), probability.
-- SequenceTagger: ids (T, B), lengths (B,) -> logits (T, B, K); FeatureTagger: ids (T, B, F), lengths -> the same.
+- SequenceTagger: ids (T, B), lengths (B,) -> logits (T, B, K); FeatureTagger: ids (T, B, F), lengths -> the same;
+  CharTagger: ids (T, B, F), lengths, chars (C, U), char_lengths (U,), word_index (T, B) -> the same.
 - LanguageModel: ids (T, B), state (layers, B, H) [LSTM: (2, layers, B, H)] -> logits (T, B, V), new_state.
 - Forecaster: x (T, B, F), lengths (B,) -> predictions (B, horizon).
 - SpeechRecognizer: features (T, B, F), lengths (B,) in frames -> logits (T', B, K+1), output_lengths (B,).
@@ -252,6 +253,12 @@ def classifier_graphs(models):
     return {"model": g}
 
 
+def feature_embeddings(g, embedding, ids):
+    """ids (T, B, F) -> the F embeddings of each word side by side (T, B, F·D)."""
+    return g.op("Reshape", [g.op("Gather", [g.constant(to_host(embedding.params["weight"]), "embedding"), ids]),
+                            g.ints(0, 0, -1)])
+
+
 def tagger_graphs(models):
     """SequenceTagger (ids (T, B)) or FeatureTagger (ids (T, B, F)), lengths (B,) -> logits (T, B, K)."""
     g = Graph()
@@ -260,11 +267,28 @@ def tagger_graphs(models):
     _, lengths32 = lengths_input(g)
     logits = []
     for model in models:
-        if features:
-            x = g.op("Reshape", [g.op("Gather", [g.constant(to_host(model.embedding.params["weight"]), "embedding"),
-                                                 ids]), g.ints(0, 0, -1)])       # (T, B, F·D)
-        else:
-            x = encode_words(g, model.encoder, ids)
+        x = feature_embeddings(g, model.embedding, ids) if features else encode_words(g, model.encoder, ids)
+        logits.append(dense(g, model.output, recurrent(g, model.rnn, x, lengths32)[0]))
+    g.output("logits", stack_members(g, logits), (["M"] if len(models) > 1 else []) + ["T", "B", "K"])
+    return {"model": g}
+
+
+def char_tagger_graphs(models):
+    """CharTagger: ids (T, B, F), lengths (B,), chars (C, U), char_lengths (U,), word_index (T, B) -> logits
+    (T, B, K); each distinct word spelled once by the char RNN, its final states gathered for every token."""
+    g = Graph()
+    ids = g.input("ids", ["T", "B", "F"], integer=True)
+    _, lengths32 = lengths_input(g)
+    chars = g.input("chars", ["C", "U"], integer=True)
+    _, char_lengths32 = lengths_input(g, "char_lengths")
+    word_index = g.input("word_index", ["T", "B"], integer=True)
+    logits = []
+    for model in models:
+        spelled = g.op("Gather", [g.constant(to_host(model.char_embedding.params["weight"]), "char_embedding"),
+                                  chars])                                         # (C, U, D_c)
+        spellings = last_states(g, recurrent(g, model.char_rnn, spelled, char_lengths32)[1][-1])   # (U, 2·H_c)
+        x = g.op("Concat", [feature_embeddings(g, model.embedding, ids), g.op("Gather", [spellings, word_index])],
+                 axis=2)                                                          # (T, B, F·D + 2·H_c)
         logits.append(dense(g, model.output, recurrent(g, model.rnn, x, lengths32)[0]))
     g.output("logits", stack_members(g, logits), (["M"] if len(models) > 1 else []) + ["T", "B", "K"])
     return {"model": g}
@@ -356,5 +380,6 @@ def encoder_decoder_graphs(models):
 
 SEQ2SEQ = ("EncoderDecoder",)
 BUILDERS = {"SequenceClassifier": classifier_graphs, "SequenceTagger": tagger_graphs, "FeatureTagger": tagger_graphs,
+            "CharTagger": char_tagger_graphs,
             "LanguageModel": language_model_graphs, "Forecaster": forecaster_graphs,
             "SpeechRecognizer": speech_graphs, "EncoderDecoder": encoder_decoder_graphs}

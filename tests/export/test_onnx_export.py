@@ -13,9 +13,10 @@ from rnnbackends import checkpoint
 from rnnbackends.cli import main
 from rnnbackends.data import Tokenizer, Vocabulary, pad_batch
 from rnnbackends.datasets import default_data, read_text
+from rnnbackends.decoding import beam_search
 from rnnbackends.layers import to_host
 from rnnbackends.models import EncoderDecoder, FeatureTagger, Forecaster, LanguageModel, SequenceClassifier
-from rnnbackends.tasks import sentiment, speech, textgen, timeseries, translation
+from rnnbackends.tasks import sentiment, speech, tagging, textgen, timeseries, translation
 
 ort = pytest.importorskip("onnxruntime", reason="the [onnx] extra: pip install 'rnnbackends[onnx]'")
 pytest.importorskip("onnx", reason="the [onnx] extra: pip install 'rnnbackends[onnx]'")
@@ -80,7 +81,7 @@ def ewt_sentences(count):
     return [[token["form"] for token in s if isinstance(token["id"], int)] for s in sentences]
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", ["gru"])                                         # the task's tagger is CharTagger
 def test_feature_tagger_matches_on_ewt_sentences(tmp_path, capsys, cell):
     words = ewt_sentences(24)
     vocabulary = Vocabulary.build([[w.lower() for w in s] + [w[-3:] for w in s] for s in words])
@@ -93,6 +94,23 @@ def test_feature_tagger_matches_on_ewt_sentences(tmp_path, capsys, cell):
     (session,) = exported(tmp_path, [model], "tagging", capsys)
     (logits,) = session.run(["logits"], {"ids": ids, "lengths": lengths})
     np.testing.assert_allclose(logits, to_host(model.forward(ids, lengths)), **TOLERANCE)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_char_tagger_matches_on_ewt_sentences_with_the_tasks_inputs(tmp_path, capsys, cell):
+    from rnnbackends.char_tagger import CharTagger
+    words = ewt_sentences(24)
+    vocabulary = Vocabulary.build(tagging.features(w) for s in words[:16] for w in s)    # unseen words too
+    characters = Vocabulary.build(list(w) for s in words[:16] for w in s)
+    ids, lengths, chars, char_lengths, word_index = tagging.model_inputs(
+        [tagging.encode_sentence(vocabulary, s) for s in words], words, characters)
+    model = with_random_weights(CharTagger(len(vocabulary), tagging.NUM_FEATURES, len(characters), len(tagging.UPOS),
+                                           **tagging.HYPERPARAMETERS, cell=cell, backend="numpy"), 5)
+    (session,) = exported(tmp_path, [model], "tagging", capsys)
+    (logits,) = session.run(["logits"], {"ids": ids, "lengths": lengths, "chars": chars, "char_lengths": char_lengths,
+                                         "word_index": word_index})
+    np.testing.assert_allclose(logits, to_host(model.forward(ids, lengths, chars, char_lengths, word_index)),
+                               **TOLERANCE)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -151,6 +169,16 @@ def test_translation_encoder_and_decoder_step_match_and_decode_like_ours(tmp_pat
         ours, state = model.step(tokens, state)
         np.testing.assert_allclose(logits, ours, **TOLERANCE)
         tokens = ours.argmax(axis=1)
+
+    def onnx_step(tokens, state):
+        """The decoder graph as the ``step`` function of rnnbackends.decoding."""
+        return tuple(decoder.run(["logits", "new_state"], {"tokens": np.asarray(tokens, dtype=np.int64),
+                                                           "state": np.asarray(state, dtype=np.float32)}))
+
+    encoded = encoder.run(["state"], {"source_ids": source_ids, "source_lengths": source_lengths})[0]
+    theirs_beam, _ = beam_search(onnx_step, encoded, start, end, 8, beam_size=3)
+    ours_beam, _ = model.translate(source_ids, source_lengths, start, end, max_steps=8, beam_size=3)
+    assert [list(x) for x in theirs_beam] == [list(x) for x in ours_beam]
 
 
 def test_speech_recognizer_matches_on_bundled_utterances(tmp_path, capsys):
