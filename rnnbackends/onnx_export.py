@@ -18,6 +18,9 @@ stacked on a leading axis of each output, and a classifier's ensemble also gets 
 - EncoderDecoder: two graphs. The encoder: source_ids (S, B), source_lengths (B,) -> state (k, B, H), what
   ``EncoderDecoder.encode`` returns; the one-step decoder: tokens (B,), state -> logits (B, V), new_state. A decoding
   loop (greedy or beam search) calls the decoder once per output token.
+- AttentionTranslator: two graphs. The encoder: source_ids (S, B), source_lengths (B,) -> state (parts, B, H) (the
+  decoder's A_0, an LSTM's C_0 = 0 after it), memory M (S, B, K), keys M·W_αᵀ (S, B, H); the one-step decoder:
+  tokens (B,), state, memory, keys, source_lengths -> logits (B, V), new_state, attention α (B, S).
 
 Every file carries the checkpoint's meta (task, vocabularies, tokenizer, ...) as JSON in the metadata entry
 ``rnnbackends.meta``, and ``rnnbackends.graph`` names the graph (``model``, ``encoder`` or ``decoder``).
@@ -378,8 +381,58 @@ def encoder_decoder_graphs(models):
     return {"encoder": encoder, "decoder": decoder}
 
 
-SEQ2SEQ = ("EncoderDecoder",)
+def attention_translator_graphs(models):
+    """AttentionTranslator: the encoder graph (memory, its keys, the decoder's initial state) and the one-step
+    decoder graph that attends over the memory."""
+    if len(models) > 1:
+        raise ValueError("an ensemble of translators cannot be one ONNX graph; export one checkpoint each")
+    model = models[0]
+    lstm, H, K = model.decoder.cell == "lstm", model.decoder.hidden_size, model.attention.memory_size
+    parts = 2 if lstm else 1
+    encoder = Graph()
+    source = encoder.input("source_ids", ["S", "B"], integer=True)
+    _, lengths32 = lengths_input(encoder, "source_lengths")
+    x = encoder.op("Gather", [encoder.constant(to_host(model.source_embedding.params["weight"]), "embedding"),
+                              source])                                               # (S, B, D)
+    memory, finals, _ = recurrent(encoder, model.encoder, x, lengths32)              # M (S, B, K)
+    a0 = encoder.op("Unsqueeze", [encoder.op("Tanh", [dense(encoder, model.bridge, last_states(encoder, finals[0]))]),
+                                  encoder.ints(0)])                                  # A_0 (1, B, H)
+    state = encoder.op("Concat", [a0, encoder.op("Sub", [a0, a0])], axis=0) if lstm else a0   # C_0 = 0
+    encoder.output("state", state, [parts, "B", H])
+    encoder.output("memory", memory, ["S", "B", K])
+    encoder.output("keys", encoder.op("MatMul", [memory, encoder.constant(
+        to_host(model.attention.params["w_alpha"]).T, "W_alpha_T")]), ["S", "B", H])   # M·W_αᵀ (S, B, H)
+    decoder = Graph()
+    tokens = decoder.input("tokens", ["B"], integer=True)
+    state = decoder.input("state", [parts, "B", H])
+    memory = decoder.input("memory", ["S", "B", K])
+    keys = decoder.input("keys", ["S", "B", H])
+    lengths = decoder.input("source_lengths", ["B"], integer=True)
+    x = decoder.op("Gather", [decoder.constant(to_host(model.target_embedding.params["weight"]), "embedding"),
+                              decoder.op("Unsqueeze", [tokens, decoder.ints(0)])])      # (1, B, D)
+    initial = [decoder.op("Slice", [state, decoder.ints(i), decoder.ints(i + 1), decoder.ints(0)])
+               for i in range(parts)]
+    a, finals, cells = recurrent(decoder, model.decoder, x, state=(initial[0], initial[1] if lstm else None))
+    q = decoder.op("Transpose", [a], perm=[1, 0, 2])                                  # A_t (B, 1, H)
+    scores = decoder.op("MatMul", [q, decoder.op("Transpose", [keys], perm=[1, 2, 0])])   # (B, 1, S)
+    valid = decoder.op("Transpose", [valid_steps(decoder, memory, lengths)], perm=[1, 2, 0])   # (B, 1, S)
+    alpha = decoder.op("Softmax", [decoder.op("Where", [valid, scores, decoder.constant(
+        np.array(-np.inf, dtype=np.float32))])], axis=-1)                             # α_t (B, 1, S)
+    context = decoder.op("MatMul", [alpha, decoder.op("Transpose", [memory], perm=[1, 0, 2])])   # C_t (B, 1, K)
+    joined = decoder.op("Concat", [context, q], axis=2)                                # [C_t; A_t] (B, 1, K+H)
+    attended = decoder.op("Tanh", [decoder.op("Add", [
+        decoder.op("MatMul", [joined, decoder.constant(to_host(model.attention.params["w_c"]), "W_c")]),
+        decoder.constant(to_host(model.attention.params["b_c"]), "b_c")])])           # Ã_t (B, 1, H)
+    logits = dense(decoder, model.output, decoder.op("Squeeze", [attended, decoder.ints(1)]))   # (B, V)
+    decoder.output("logits", logits, ["B", model.output.output_size])
+    decoder.output("new_state", decoder.op("Concat", finals + (cells if lstm else []), axis=0), [parts, "B", H])
+    decoder.output("attention", decoder.op("Squeeze", [alpha, decoder.ints(1)]), ["B", "S"])
+    return {"encoder": encoder, "decoder": decoder}
+
+
+SEQ2SEQ = ("EncoderDecoder", "AttentionTranslator")
 BUILDERS = {"SequenceClassifier": classifier_graphs, "SequenceTagger": tagger_graphs, "FeatureTagger": tagger_graphs,
             "CharTagger": char_tagger_graphs,
             "LanguageModel": language_model_graphs, "Forecaster": forecaster_graphs,
-            "SpeechRecognizer": speech_graphs, "EncoderDecoder": encoder_decoder_graphs}
+            "SpeechRecognizer": speech_graphs, "EncoderDecoder": encoder_decoder_graphs,
+            "AttentionTranslator": attention_translator_graphs}
