@@ -8,10 +8,11 @@ import pytest
 
 import rnnbackends
 from rnnbackends import checkpoint
+from rnnbackends.char_tagger import CharTagger
+from rnnbackends.data import Vocabulary
 from rnnbackends.datasets import default_data, read_text
 from rnnbackends.gradcheck import check_gradients
 from rnnbackends.layers import Dropout, to_host
-from rnnbackends.models import FeatureTagger
 from rnnbackends.tasks import tagging
 
 POS = default_data("tagging")
@@ -52,23 +53,61 @@ def test_features_describe_unknown_words():
     assert tagging.features("Walked") == ["w:walked", "s1:d", "s2:ed", "s3:ked", "shape:Xx"]
 
 
+def test_spell_gives_each_distinct_word_of_a_batch_once():
+    characters = Vocabulary.build([list("the cat sat on a mat")])
+    long_word = "https://example.org/a-very-long-address"
+    chars, char_lengths, word_index = tagging.spell([["the", "cat", "sat"], ["the", long_word]], characters)
+    assert word_index.shape == (3, 2)                                             # (T, B)
+    assert word_index[:, 0].tolist() == [0, 1, 2] and word_index[:2, 1].tolist() == [0, 3]
+    assert char_lengths.tolist() == [3, 3, 3, tagging.MAX_WORD_CHARS]             # long words: first and last 10
+    assert chars.shape == (tagging.MAX_WORD_CHARS, 4)                             # (C, U)
+    assert characters.decode(chars[:3, 1].tolist()) == list("cat")
+    assert chars[:, 3].tolist() == characters.encode(list(long_word[:10] + long_word[-10:]))
+    assert characters.unk_id in chars[:, 3]                                       # "p", ":", "/"... never seen
+    assert chars[3:, 0].tolist() == [characters.pad_id] * (tagging.MAX_WORD_CHARS - 3)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 @pytest.mark.parametrize("backend_name", CPU_BACKENDS)
-def test_feature_tagger_gradients(backend_name):
-    model = FeatureTagger(13, 3, 4, embed_dim=2, hidden_size=3, num_layers=2, dropout=0.3, embed_dropout=0.2,
-                          backend=backend_name, dtype="float64")
-    ids = np.random.default_rng(1).integers(1, 13, (5, 2, 3))                   # (T, B, F), no padding id
+def test_char_tagger_gradients(backend_name, cell):
+    model = CharTagger(13, 3, 9, 4, embed_dim=2, char_embed_dim=3, char_hidden_size=2, hidden_size=3, num_layers=2,
+                       dropout=0.3, embed_dropout=0.2, cell=cell, backend=backend_name, dtype="float64")
+    rng = np.random.default_rng(1)
+    ids = rng.integers(1, 13, (5, 2, 3))                                         # (T, B, F), no padding id
     lengths = np.array([5, 3])
-    weights = np.random.default_rng(2).normal(size=(5, 2, 4))
+    chars = np.array([[2, 3, 4], [5, 6, 0], [7, 0, 0], [8, 0, 0]])                # (C, U): U = 3 words
+    char_lengths = np.array([4, 2, 1])
+    word_index = np.array([[0, 1], [1, 2], [2, 0], [0, 0], [1, 0]])               # (T, B): words repeat
+    weights = rng.normal(size=(5, 2, 4)) * (np.arange(5)[:, None] < lengths)[:, :, None]   # padding steps count 0
 
     def loss():
         for layer in model.layers.values():                                     # the same dropout masks every call
             for dropout in [layer] * isinstance(layer, Dropout) + list(getattr(layer, "dropouts", [])):
                 dropout.rng = np.random.default_rng(4)
-        return float((to_host(model.forward(ids, lengths)) * weights).sum())
+        logits = model.forward(ids, lengths, chars, char_lengths, word_index)
+        assert logits.shape == (5, 2, 4)
+        return float((to_host(logits) * weights).sum())
 
     loss()
     model.backward(model.xp.asarray(weights))
+    assert float(np.abs(to_host(model.grads["char_embedding.weight"])[2:9]).sum()) > 0   # spellings learn
     check_gradients(loss, model.params, model.grads, max_checks=12)
+
+
+def test_one_training_file_is_tested_on_the_bundled_dev_and_test(tmp_path):
+    train = tmp_path / "my-corpus.conllu"
+    train.write_text(read_text(sorted(POS.glob("*train*.conllu*"))[0]).split("\n\n", 1)[0] + "\n\n", encoding="utf-8")
+    files = tagging.conllu_files(train)
+    assert files[0] == train
+    assert [f.name for f in files[1:]] == [f.name for f in tagging.conllu_files(None)[1:]]
+    assert "dev" in files[1].name and "test" in files[2].name
+
+
+def test_cli_refuses_textgen_options_for_tagging():
+    done = subprocess.run([sys.executable, "-m", "rnnbackends.cli", "train", "tagging", "--layers", "2"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "does not take --layers" in done.stderr and "Traceback" not in done.stderr
 
 
 def small_pos_folder(folder, sentences=300):
