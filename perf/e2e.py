@@ -28,9 +28,9 @@ TASKS = ("sentiment", "tagging", "textgen", "translation", "timeseries", "speech
 # Batch shapes of the bundled data (measured once on it): vocabularies, padded lengths of bucketed batches
 # (sentiment: median sentence 12 words, 90th percentile 25; tagging: 14 and 31), the char model's BPTT chunk,
 # Tatoeba pairs, the monthly series' window (2·12+1), speech: 1-7 digits (11 words), ~2.4 s padded, 40 mels.
-SHAPES = {"sentiment": dict(V=4605, T=24), "tagging": dict(V=7437, T=24, K=17), "textgen": dict(V=67),
-          "translation": dict(V_source=3826, V_target=4004, S=10, T=12), "timeseries": dict(T=25),
-          "speech": dict(frames=240, F=40, K=11)}
+SHAPES = {"sentiment": dict(V=4605, T=24), "tagging": dict(V=7437, T=24, K=17, chars=96, word_chars=20),
+          "textgen": dict(V=67), "translation": dict(V_source=3826, V_target=4004, S=10, T=12),
+          "timeseries": dict(T=25), "speech": dict(frames=240, F=40, K=11)}
 SMALL = dict(B=4, T=6)                                   # --small: every task at this batch and length (tests)
 TARGETS = {"numba_step": 1.5, "numba_geomean": 2.0, "numpy_step": 1.0, "outside_backend": 0.30,
            "inference": 2.0}
@@ -73,8 +73,8 @@ class Case:
 # The options each model takes here, with the model's own default where a task leaves one out.
 MODEL_OPTIONS = {"sentiment": dict(embed_dim=64, hidden_size=64, bidirectional=False, pooling="last", dropout=0.0,
                                    embed_dropout=0.0),
-                 "tagging": dict(embed_dim=32, hidden_size=128, num_layers=1, bidirectional=True, dropout=0.0,
-                                 embed_dropout=0.0),
+                 "tagging": dict(embed_dim=48, char_embed_dim=24, char_hidden_size=64, hidden_size=128, num_layers=1,
+                                 dropout=0.0, embed_dropout=0.0),
                  "textgen": dict(embed_dim=64, hidden_size=128, num_layers=1, dropout=0.0),
                  "translation": dict(embed_dim=128, hidden_size=256, dropout=0.0),
                  "timeseries": dict(hidden_size=32),
@@ -133,7 +133,14 @@ def host_batch(task, B, T, seed=0):
         from rnnbackends.tasks.tagging import NUM_FEATURES
         lengths = lengths_of(T)
         mask = np.arange(T)[:, None] < lengths[None, :]
-        return dict(ids=ids(shape["V"], T, lengths, NUM_FEATURES), lengths=lengths, mask=mask,
+        U = max(1, int(mask.sum()) * 3 // 5)                                 # distinct words of the batch
+        word_index = np.where(mask, rng.integers(0, U, (T, B)), 0)
+        char_lengths = rng.integers(1, min(12, shape["word_chars"]) + 1, U)
+        char_lengths[0] = min(12, shape["word_chars"])
+        chars = rng.integers(2, shape["chars"], (int(char_lengths.max()), U))
+        chars[np.arange(chars.shape[0])[:, None] >= char_lengths[None, :]] = 0
+        return dict(ids=ids(shape["V"], T, lengths, NUM_FEATURES), lengths=lengths, mask=mask, chars=chars,
+                    char_lengths=char_lengths, word_index=word_index,
                     targets=np.where(mask, rng.integers(0, shape["K"], (T, B)), 0))
     if task == "textgen":
         return dict(ids=rng.integers(0, shape["V"], (T, B)), targets=rng.integers(0, shape["V"], (T, B)))
@@ -169,9 +176,12 @@ def our_case(task, cell, backend, host, seed=0):
         model = models.SequenceClassifier(SHAPES[task]["V"], 2, **hyper, **common)
         batch, loss = Batch((host["ids"], host["lengths"]), host["targets"]), losses.binary_cross_entropy
     elif task == "tagging":
+        from rnnbackends.char_tagger import CharTagger
         from rnnbackends.tasks.tagging import NUM_FEATURES
-        model = models.FeatureTagger(SHAPES[task]["V"], NUM_FEATURES, SHAPES[task]["K"], **hyper, **common)
-        batch = Batch((host["ids"], host["lengths"]), host["targets"], host["mask"])
+        model = CharTagger(SHAPES[task]["V"], NUM_FEATURES, SHAPES[task]["chars"], SHAPES[task]["K"], **hyper,
+                           **common)
+        batch = Batch(tuple(host[k] for k in ("ids", "lengths", "chars", "char_lengths", "word_index")),
+                      host["targets"], host["mask"])
         loss = losses.categorical_cross_entropy
     elif task == "textgen":
         model = models.LanguageModel(SHAPES[task]["V"], **hyper, stateful=True, **common)
@@ -196,7 +206,7 @@ def our_case(task, cell, backend, host, seed=0):
 
 
 def torch_case(task, cell, host, seed=0):
-    """The same model in PyTorch, its loss, torch.optim.Adam and clip_grad_norm_: returns step() -> loss."""
+    """The same model in PyTorch, its loss, torch.optim.Adam and clip_grad_norm_: (model, step() -> loss, inputs)."""
     import torch
     from torch import nn
     from torch.nn import functional as F
@@ -249,22 +259,29 @@ def torch_case(task, cell, host, seed=0):
         loss_of = lambda logits: F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets)   # noqa: E731
         if task == "tagging":
             class Model(nn.Module):
+                """Feature embeddings and each distinct word's spelling (a bidirectional char RNN), as CharTagger."""
+
                 def __init__(self):
                     super().__init__()
-                    self.embedding = nn.Embedding(shape["V"], hyper["embed_dim"], padding_idx=0)
-                    features = host["ids"].shape[2]
-                    self.rnn = recurrent(features * hyper["embed_dim"], hyper["hidden_size"], hyper["num_layers"],
-                                         hyper["bidirectional"], hyper["dropout"])
+                    D, H = hyper["embed_dim"], hyper["hidden_size"]
+                    self.embedding = nn.Embedding(shape["V"], D, padding_idx=0)
+                    self.char_embedding = nn.Embedding(shape["chars"], hyper["char_embed_dim"], padding_idx=0)
+                    self.char_rnn = recurrent(hyper["char_embed_dim"], hyper["char_hidden_size"], bidirectional=True)
+                    self.rnn = recurrent(host["ids"].shape[2] * D + 2 * hyper["char_hidden_size"], H,
+                                         hyper["num_layers"], True, hyper["dropout"])
                     self.embed_dropout, self.dropout = nn.Dropout(hyper["embed_dropout"]), nn.Dropout(hyper["dropout"])
-                    self.output = nn.Linear(hyper["hidden_size"] * (2 if hyper["bidirectional"] else 1), shape["K"])
+                    self.output = nn.Linear(2 * H, shape["K"])
 
-                def forward(self, ids, lengths):
-                    T, B, F_ = ids.shape
-                    x = self.embedding(ids).reshape(T, B, -1)
+                def forward(self, ids, lengths, chars, char_lengths, word_index):
+                    T, B, _ = ids.shape
+                    _, final = run(self.char_rnn, self.char_embedding(chars), char_lengths)
+                    spellings = last_layer_states(final, 2)                                      # (U, 2·H_c)
+                    x = torch.cat([self.embedding(ids).reshape(T, B, -1), spellings[word_index]], dim=2)
                     a, _ = run(self.rnn, self.embed_dropout(x), lengths)
                     return self.output(self.dropout(a))
             model = Model()
-            inputs = (tensor(host["ids"], torch.long), host["lengths"])
+            inputs = (tensor(host["ids"], torch.long), host["lengths"], tensor(host["chars"], torch.long),
+                      host["char_lengths"], tensor(host["word_index"], torch.long))
         else:
             class Model(nn.Module):
                 """Luong attention ("general") over a bidirectional encoder, as rnnbackends.attention."""
@@ -363,7 +380,7 @@ def torch_case(task, cell, host, seed=0):
         nn.utils.clip_grad_norm_(model.parameters(), training["clip_norm"])
         optimizer.step()
         return float(loss.detach())
-    return model, step
+    return model, step, inputs
 
 
 # -- timing our step with its split -------------------------------------------------------------------------------
@@ -425,7 +442,7 @@ def time_training(task, cell, backends, warmup, repeats, small):
     B, T = batch_shape(task, small)
     host = host_batch(task, B, T)
     splits = {name: Split(our_case(task, cell, backend, host)) for name, backend in backends.items()}
-    _, torch_step = torch_case(task, cell, host)
+    _, torch_step, _ = torch_case(task, cell, host)
     steps = {name: split.step for name, split in splits.items()}
     steps[PEER] = torch_step
     times, parts = {name: [] for name in steps}, {name: [] for name in splits}
@@ -474,25 +491,16 @@ def time_inference(task, backends, warmup, repeats, small):
     count = SMALL["B"] if small else PREDICT_BATCH
     host = host_batch(task, count, T, seed=1)
     calls, units = {}, count
-    _, torch_model = None, torch_case(task, "rnn", host)[0]
+    torch_model, _, torch_inputs = torch_case(task, "rnn", host)
     torch_model.eval()
-    if task == "sentiment":
-        ids, lengths = host["ids"], host["lengths"]
+    if task in ("sentiment", "tagging"):                                     # probabilities, or tags
+        answer = (lambda z: 1.0 / (1.0 + np.exp(-z))) if task == "sentiment" else (lambda z: z.argmax(axis=-1))
         for name, backend in backends.items():
-            model = our_case(task, "rnn", backend, host).model
-            model.eval()
-            calls[name] = lambda model=model: 1.0 / (1.0 + np.exp(-to_host(model.forward(ids, lengths))))
-        torch_ids = torch.as_tensor(ids)
-        calls[PEER] = lambda: torch.sigmoid(torch_model(torch_ids, lengths)).numpy()
-        what = "predict"
-    elif task == "tagging":
-        ids, lengths = host["ids"], host["lengths"]
-        for name, backend in backends.items():
-            model = our_case(task, "rnn", backend, host).model
-            model.eval()
-            calls[name] = lambda model=model: to_host(model.forward(ids, lengths)).argmax(axis=-1)
-        torch_ids = torch.as_tensor(ids)
-        calls[PEER] = lambda: torch_model(torch_ids, lengths).argmax(dim=-1).numpy()
+            case = our_case(task, "rnn", backend, host)
+            case.model.eval()
+            calls[name] = lambda case=case: answer(to_host(case.model.forward(*case.batch.inputs)))
+        torch_answer = torch.sigmoid if task == "sentiment" else (lambda z: z.argmax(dim=-1))
+        calls[PEER] = lambda: torch_answer(torch_model(*torch_inputs)).numpy()
         what = "predict"
     else:                                                                    # textgen: characters sampled
         from rnnbackends.tasks.textgen import TEMPERATURE

@@ -39,7 +39,7 @@ def test_every_task_builds_the_same_model_twice_with_matching_losses_of_the_righ
         case = e2e.our_case(task, "gru", backend, host)
         logits = case.model.forward(*case.batch.inputs)
         ours = case.loss_fn(logits, case.batch.targets, case.batch.mask)[0]
-        _, torch_step = e2e.torch_case(task, "gru", host)
+        _, torch_step, _ = e2e.torch_case(task, "gru", host)
         theirs = torch_step()
         assert np.isfinite(ours) and np.isfinite(theirs)
         assert 0.2 < ours / theirs < 5, f"{task}: our loss {ours}, torch's {theirs}: not the same problem"
