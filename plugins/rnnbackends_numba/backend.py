@@ -29,6 +29,8 @@ PARALLEL_MIN_WORK = 1 << 20
 # threads by the work rules above. On one thread (AVX2, loaded machine) tiles and per-step BLAS tied within
 # noise from B = 32 at H = 128-512 and the tiles won 1.3-1.4× at B = 8.
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+# Optional front-end kernels (docs/plugins.md), each one pass where NumPy makes several: frontend_kernels.py.
+FRONTEND_KERNELS = ("softmax_cross_entropy", "embedding_backward", "adam_update")
 
 
 class NumbaBackend(ChainBackend):
@@ -37,7 +39,7 @@ class NumbaBackend(ChainBackend):
     name = "numba"
     xp = np
     owns_threads = True   # NumPy's BLAS held to one thread during each call (rnnbackends.dispatch)
-    capabilities = frozenset({"rnn", "gru", "lstm", "tanh", "relu", "float32", "float64", "lengths"})
+    capabilities = frozenset({"rnn", "gru", "lstm", "tanh", "relu", "float32", "float64", "lengths", *FRONTEND_KERNELS})
 
     @classmethod
     def availability(cls):
@@ -54,6 +56,9 @@ class NumbaBackend(ChainBackend):
 
         from . import kernels  # imports numba; each kernel compiles on first use and is cached on disk
         self.kernels = kernels
+        from . import frontend_kernels
+        for name in FRONTEND_KERNELS:
+            setattr(self, name, getattr(frontend_kernels, name))
         self.blas = ThreadpoolController().select(user_api="blas").lib_controllers   # NumPy's BLAS
 
     def blas_threads(self):

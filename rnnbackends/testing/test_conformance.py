@@ -1,4 +1,5 @@
-"""Conformance of one backend to the contract (version 2: the rnn, gru and lstm cells), against the NumPy reference."""
+"""Conformance of one backend to the contract (version 2: the rnn, gru and lstm cells), against the NumPy reference,
+and of the optional front-end kernels it declares, against the front-end's own xp code."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,9 @@ import pytest
 
 import rnnbackends
 from rnnbackends.gradcheck import check_gradients
+from rnnbackends.layers import embedding_gradient, kernel
+from rnnbackends.losses import softmax_cross_entropy
+from rnnbackends.optimizers import adam_update
 from rnnbackends.testing import cell_call, make_case, make_cell_case, reference, to_host, tolerance
 
 
@@ -342,3 +346,62 @@ def test_undeclared_cell_raises_not_implemented(backend, cell):
     arrays, _ = make_cell_case(cell, 3, 2, 2, 3, "float64")
     with pytest.raises(NotImplementedError, match=cell):
         _cell_forward(backend, cell, arrays, None)
+
+
+# -- optional front-end kernels (rnnbackends.layers.FRONTEND_CAPABILITIES), each against the front-end's xp code ------
+
+def _frontend_kernel(backend, name):
+    """The backend's kernel ``name``; the check is skipped when the backend does not declare it."""
+    _needs(backend, name)
+    return kernel(backend, name)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("N, K, masked", [(1, 1, False), (7, 5, True), (300, 67, True), (33, 4004, False)])
+def test_softmax_cross_entropy_kernel_matches_the_front_end(backend, N, K, masked, dtype):
+    """Loss and gradient equal the fused xp code's, huge logits and padding rows included; inputs untouched."""
+    fused = _frontend_kernel(backend, "softmax_cross_entropy")
+    rng = np.random.default_rng(N + K)
+    logits = (rng.standard_normal((N, K)) * 4).astype(dtype)
+    logits[0, 0] = 3e4 if dtype == "float64" else 80.0                      # a row a naive exp overflows in
+    targets = rng.integers(0, K, N)
+    valid = rng.random(N) < 0.7 if masked else np.ones(N, dtype=bool)
+    weights = (valid / max(valid.sum(), 1)).astype(dtype)
+    want_loss, want_d = softmax_cross_entropy(logits, targets, weights)
+    args = _put(backend, (logits, targets, weights))
+    loss, d_logits = fused(*args)
+    assert loss == pytest.approx(want_loss, rel=tolerance(dtype), abs=tolerance(dtype))
+    _close("d_logits", d_logits, want_d, dtype)
+    np.testing.assert_array_equal(to_host(args[0]), logits)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("padding_idx", [0, None])
+def test_embedding_backward_kernel_matches_the_front_end(backend, padding_idx, dtype):
+    """dL/dweight equals the front-end's segment sums: repeated ids summed, the padding row zero."""
+    backward = _frontend_kernel(backend, "embedding_backward")
+    rng = np.random.default_rng(3)
+    for N, V, D in ((1, 1, 1), (50, 7, 3), (2000, 300, 32)):
+        ids = rng.integers(0, V, N)
+        d_rows = rng.standard_normal((N, D)).astype(dtype)
+        got = backward(*_put(backend, (ids, d_rows)), V, padding_idx)
+        _close(f"d_weight N={N} V={V}", got, embedding_gradient(ids, d_rows, V, padding_idx), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_adam_update_kernel_matches_the_front_end(backend, dtype):
+    """Three in-place Adam steps (gradient scale, weight decay) leave param, m and v as the xp update does."""
+    update = _frontend_kernel(backend, "adam_update")
+    rng = np.random.default_rng(4)
+    for shape in ((1,), (37, 5), (64, 300)):
+        want = [rng.standard_normal(shape).astype(dtype), np.zeros(shape, dtype), np.zeros(shape, dtype)]
+        got = list(_put(backend, want))
+        scratch = backend.xp.empty_like(got[0])
+        for t in range(1, 4):
+            grad = rng.standard_normal(shape).astype(dtype)
+            lr_t, eps_t = 0.01 * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t), 1e-8 * np.sqrt(1 - 0.999 ** t)
+            constants = (lr_t, 0.9, 0.999, eps_t, 0.7, 0.999)
+            adam_update(want[0], grad, want[1], want[2], np.empty_like(grad), *constants)
+            update(got[0], backend.xp.asarray(grad), got[1], got[2], scratch, *constants)
+        for name, g, w in zip(("param", "m", "v"), got, want):
+            _close(f"{name} {shape}", g, w, dtype)
