@@ -1,7 +1,9 @@
 """The validating handle: checks every argument once, then calls the backend (docs/contract.md)."""
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 
 import numpy as np
 
@@ -87,13 +89,17 @@ class Backend:
             self._require("lengths", "lengths=")
             lengths = checked_lengths(lengths, T, B)
         state0 = tuple(checked[name] for name in states) if cell == "lstm" else checked["a0"]
-        if self.api_version == 1:                                   # the simple cell, b_R folded into b_A
-            a, state_n, inner = self.impl.forward_sequence(x, state0, w_x, w_a, b_a if b_r is None else b_a + b_r,
-                                                           lengths=lengths, nonlinearity=nonlinearity)
-        else:
-            a, state_n, inner = self.impl.forward_sequence(x, state0, w_x, w_a, b_a, lengths=lengths,
-                                                           nonlinearity=nonlinearity, cell=cell, b_r=b_r)
+        with self._threads():
+            a, state_n, inner = self._forward(x, state0, w_x, w_a, b_a, b_r, lengths, nonlinearity, cell)
         return a, state_n, Saved(self.name, (T, B, H), x.dtype, inner, cell)
+
+    def _forward(self, x, state0, w_x, w_a, b_a, b_r, lengths, nonlinearity, cell):
+        """The backend's forward on checked arguments (a version-1 plugin gets b_R folded into b_A)."""
+        if self.api_version == 1:                                   # the simple cell, b_R folded into b_A
+            return self.impl.forward_sequence(x, state0, w_x, w_a, b_a if b_r is None else b_a + b_r,
+                                              lengths=lengths, nonlinearity=nonlinearity)
+        return self.impl.forward_sequence(x, state0, w_x, w_a, b_a, lengths=lengths, nonlinearity=nonlinearity,
+                                          cell=cell, b_r=b_r)
 
     def backward_sequence(self, saved, d_a, d_state_n=None):
         """BPTT from dL/dA (T,B,H) and dL/dstate_n -> (d_x, d_state0, d_w_x, d_w_a, d_b_a, d_b_r)."""
@@ -116,10 +122,15 @@ class Backend:
             d_state_n = None if not given else (checked.get("d_a_n", zeros), checked.get("d_c_n", zeros))
         else:
             d_state_n = checked.get("d_a_n")
-        if self.api_version == 1:
+        with self._threads():
             grads = self.impl.backward_sequence(saved.inner, d_a, d_state_n)
+        if self.api_version == 1:
             return (*grads, grads[4].copy())                         # b_R was folded into b_A: d_b_r = d_b_a
-        return self.impl.backward_sequence(saved.inner, d_a, d_state_n)
+        return grads
+
+    def _threads(self):
+        """NumPy's BLAS held to one thread during the call when the backend runs its own threads."""
+        return one_blas_thread if getattr(self.impl, "owns_threads", False) else contextlib.nullcontext()
 
     # -- checks ---------------------------------------------------------------------------------
     def _require(self, capability, what):
@@ -160,6 +171,36 @@ _NDIM = {"x": 3, "d_a": 3, "b_a": 1, "b_r": 1}
 _FLOAT_DTYPES = {np.dtype(name): name for name in ("float16", "float32", "float64")}   # dtype -> capability
 _SHAPES = {"x": "(T, B, D)", "a0": "(B, H)", "c0": "(B, H)", "w_x": "(D, G·H)", "w_a": "(H, G·H)",
            "b_a": "(G·H,)", "b_r": "(G·H,)", "d_a": "(T, B, H)", "d_a_n": "(B, H)", "d_c_n": "(B, H)"}
+
+
+class _BlasThreads:
+    """Holds NumPy's BLAS to one thread from the first entry to the last exit (any Python thread), then restores
+    each library's thread count; a backend that runs its own threads (``owns_threads = True``) computes inside.
+    threadpoolctl finds the BLAS libraries once; each get or set of a count is one C call (~2 µs)."""
+
+    def __init__(self):
+        self.lock, self.depth, self.saved, self.libraries = threading.Lock(), 0, [], None
+
+    def __enter__(self):
+        with self.lock:
+            if self.depth == 0:
+                if self.libraries is None:
+                    from threadpoolctl import ThreadpoolController
+                    self.libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+                self.saved = [(lib, n) for lib in self.libraries if (n := lib.get_num_threads()) != 1]
+                for lib, _ in self.saved:
+                    lib.set_num_threads(1)
+            self.depth += 1
+
+    def __exit__(self, *exc):
+        with self.lock:
+            self.depth -= 1
+            if self.depth == 0:
+                for lib, n in self.saved:
+                    lib.set_num_threads(n)
+
+
+one_blas_thread = _BlasThreads()   # the context manager: ``with one_blas_thread: ...``
 
 
 def _state_parts(name, state, cell, names):
