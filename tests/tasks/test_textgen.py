@@ -6,8 +6,10 @@ import sys
 import numpy as np
 import pytest
 
+from rnnbackends.data import bptt_chunks
 from rnnbackends.datasets import default_data, read_text
 from rnnbackends.decoding import sample_token
+from rnnbackends.gradcheck import check_gradients
 from rnnbackends.models import LanguageModel
 from rnnbackends.tasks import textgen
 
@@ -98,3 +100,55 @@ def test_word_level_trains_and_generates_words(tmp_path):
     sample = textgen.generate(tmp_path / "lm", "first citizen:", 12, temperature=0.8, seed=2)
     assert sample == textgen.generate(tmp_path / "lm", "first citizen:", 12, temperature=0.8, seed=2)
     assert sample.startswith("first citizen:") and len(sample.split()) >= 8
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_truncated_bptt_carries_the_state_across_chunks(cell):
+    model = LanguageModel(11, embed_dim=4, hidden_size=5, num_layers=2, cell=cell, stateful=True, backend="numpy",
+                          dtype="float64", seed=2)
+    model.eval()
+    stream = np.random.default_rng(3).integers(0, 11, 3 * 21)
+    chunks = bptt_chunks(stream, 3, 7)                                           # 3 rows of 20 steps, 7 at a time
+    rows = np.concatenate([chunk.inputs[0] for chunk in chunks])                # (20, 3): each row continues
+    assert rows[:, 1].tolist() == stream[20:40].tolist()
+    whole = model.forward(rows)                                                 # one pass, fresh state
+    model.reset_state()
+    pieces = [model.forward(chunk.inputs[0]) for chunk in chunks]               # chunk by chunk, state carried
+    np.testing.assert_allclose(np.concatenate(pieces), whole, rtol=1e-12, atol=1e-12)
+    model.reset_state()
+    assert not np.allclose(model.forward(chunks[1].inputs[0]), pieces[1])       # without the state: different
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_gradients_of_a_chunk_that_starts_from_a_carried_state(cell):
+    model = LanguageModel(9, embed_dim=3, hidden_size=4, num_layers=2, dropout=0.0, cell=cell, stateful=True,
+                          backend="numpy", dtype="float64", seed=1)
+    first, second = bptt_chunks(np.random.default_rng(5).integers(0, 9, 2 * 13), 2, 6)[:2]
+    model.forward(first.inputs[0])
+    carried = model.state                                                       # (layers, B, H) or (2, layers, B, H)
+    assert carried.shape == ((2,) if cell == "lstm" else ()) + (2, 2, 4)
+    weights = np.random.default_rng(6).normal(size=(6, 2, 9))
+
+    def loss():
+        model.state = carried                                                   # the chunk starts from the carry
+        return float((model.forward(second.inputs[0]) * weights).sum())
+
+    loss()
+    model.backward(weights)
+    check_gradients(loss, model.params, model.grads, max_checks=10)
+
+
+@pytest.mark.parametrize("flag, value", [("--layers", "0"), ("--hidden", "2.5"), ("--dropout", "1"),
+                                         ("--batch-size", "-3"), ("--bptt", "many")])
+def test_cli_refuses_bad_model_options_with_exit_2(flag, value):
+    done = subprocess.run([sys.executable, "-m", "rnnbackends.cli", "train", "textgen", flag, value],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert flag in done.stderr and repr(value) in done.stderr and "Traceback" not in done.stderr
+
+
+def test_train_refuses_bad_model_options_before_reading_data(tmp_path):
+    with pytest.raises(ValueError, match="--layers"):
+        textgen.TASK.train(tmp_path / "missing.txt", layers=0)
+    with pytest.raises(ValueError, match="--dropout"):
+        textgen.TASK.train(tmp_path / "missing.txt", dropout=-0.1)
