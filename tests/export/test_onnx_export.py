@@ -147,18 +147,24 @@ def greedy_onnx(encoder, decoder, source_ids, source_lengths, start_id, end_id, 
     return [list(row[:list(row).index(end_id)] if end_id in row else row) for row in ids], steps
 
 
-@pytest.mark.parametrize("cell", CELLS)
-def test_translation_encoder_and_decoder_step_match_and_decode_like_ours(tmp_path, capsys, cell):
-    pairs = translation.read_pairs(None)[::100]                                 # 400 pairs, 1 to 11 words
+def tatoeba_sources():
+    """Vocabularies of 400 bundled Tatoeba pairs (1 to 11 words) and 10 of their sources padded: (english, spanish,
+    source ids (S, 10), lengths (10,), start id, end id)."""
+    pairs = translation.read_pairs(None)[::100]
     tokenizer = Tokenizer("word")
     english = Vocabulary.build([tokenizer(e) for e, _ in pairs])
     spanish = translation.target_vocabulary([tokenizer(s) for _, s in pairs], 1000)
+    source_ids, lengths = pad_batch([english.encode(tokenizer(e)) for e, _ in pairs[::40]])
+    assert len(set(lengths)) > 2
+    return english, spanish, source_ids, lengths, spanish.index[translation.START], spanish.index[translation.END]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_translation_encoder_and_decoder_step_match_and_decode_like_ours(tmp_path, capsys, cell):
+    english, spanish, source_ids, source_lengths, start, end = tatoeba_sources()
     model = with_random_weights(EncoderDecoder(len(english), len(spanish), embed_dim=128, hidden_size=256,
                                                cell=cell, feed_context=cell == "gru", backend="numpy"), 3)
     encoder, decoder = exported(tmp_path, [model], "translation", capsys)
-    source_ids, source_lengths = pad_batch([english.encode(tokenizer(e)) for e, _ in pairs[::40]])
-    assert len(set(source_lengths)) > 2
-    start, end = spanish.index[translation.START], spanish.index[translation.END]
     ours_ids, _ = model.translate(source_ids, source_lengths, start, end, max_steps=8)
     theirs_ids, theirs_logits = greedy_onnx(encoder, decoder, source_ids, source_lengths, start, end, 8)
     assert [list(x) for x in ours_ids] == theirs_ids
