@@ -33,23 +33,28 @@ class LuongAttention(Layer):
 
     def keys(self, memory):
         """The projected memory M·W_αᵀ (S, B, H), shared by every decoder step over the same memory."""
-        return memory @ self.params["w_alpha"].T
+        S, B, K = memory.shape
+        return (memory.reshape(S * B, K) @ self.params["w_alpha"].T).reshape(S, B, self.query_size)
 
     def forward(self, a, memory, lengths=None, keys=None):
-        """A (T, B, H), M (S, B, K), source lengths (B,) -> Ã (T, B, H); ``keys`` from ``keys(memory)`` if at hand."""
-        xp = self.xp
+        """A (T, B, H), M (S, B, K), source lengths (B,) -> Ã (T, B, H); ``keys`` from ``keys(memory)`` if at hand.
+
+        Works batch-major on contiguous copies, (B, T, ·) and (B, S, ·), so every product is a BLAS GEMM.
+        """
+        xp, H, K = self.xp, self.query_size, self.memory_size
         S, B, _ = memory.shape
+        T = a.shape[0]
         keys = self.keys(memory) if keys is None else keys
-        self.q = a.transpose(1, 0, 2)                                               # (B, T, H)
-        self.m = memory.transpose(1, 0, 2)                                          # (B, S, K)
-        self.k = keys.transpose(1, 0, 2)                                            # (B, S, H)
+        self.q = xp.ascontiguousarray(a.transpose(1, 0, 2))                        # (B, T, H)
+        self.m = xp.ascontiguousarray(memory.transpose(1, 0, 2))                   # (B, S, K)
+        self.k = xp.ascontiguousarray(keys.transpose(1, 0, 2))                     # (B, S, H)
         valid = valid_steps(xp, lengths, S, B).T[:, None, :]                        # (B, 1, S)
         scores = xp.where(valid, self.q @ self.k.transpose(0, 2, 1), -xp.inf)       # (B, T, S)
         e = xp.exp(scores - scores.max(axis=-1, keepdims=True))
         self.alpha = e / e.sum(axis=-1, keepdims=True)                              # α (B, T, S)
-        self.joined = xp.concatenate([self.alpha @ self.m, self.q], axis=2)         # [C_t; A_t] (B, T, K+H)
-        self.out = xp.tanh(self.joined @ self.params["w_c"] + self.params["b_c"])   # Ã (B, T, H)
-        return self.out.transpose(1, 0, 2)                                          # (T, B, H)
+        self.joined = xp.concatenate([self.alpha @ self.m, self.q], axis=2).reshape(B * T, K + H)  # [C_t; A_t]
+        self.out = xp.tanh(self.joined @ self.params["w_c"] + self.params["b_c"])   # Ã (B·T, H)
+        return self.out.reshape(B, T, H).transpose(1, 0, 2)                         # (T, B, H)
 
     @property
     def weights(self):
@@ -58,19 +63,20 @@ class LuongAttention(Layer):
 
     def backward(self, d_out):
         """dL/dÃ (T, B, H) -> (dL/dA (T, B, H), dL/dM (S, B, K)); sets the gradients of W_α, W_c, b_c."""
-        K, H = self.memory_size, self.query_size
-        d_z = d_out.transpose(1, 0, 2) * (1.0 - self.out * self.out)                 # (B, T, H)
-        self.grads["w_c"] = self.joined.reshape(-1, K + H).T @ d_z.reshape(-1, H)    # (K+H, H)
-        self.grads["b_c"] = d_z.sum(axis=(0, 1))
-        d_joined = d_z @ self.params["w_c"].T                                        # (B, T, K+H)
-        d_context, d_q = d_joined[:, :, :K], d_joined[:, :, K:]
+        xp, K, H = self.xp, self.memory_size, self.query_size
+        B, T, _ = self.q.shape
+        d_z = xp.ascontiguousarray(d_out.transpose(1, 0, 2)).reshape(B * T, H) * (1.0 - self.out * self.out)
+        self.grads["w_c"] = self.joined.T @ d_z                                      # (K+H, H)
+        self.grads["b_c"] = d_z.sum(axis=0)
+        d_joined = (d_z @ self.params["w_c"].T).reshape(B, T, K + H)
+        d_context, d_q = xp.ascontiguousarray(d_joined[:, :, :K]), d_joined[:, :, K:]
         d_alpha = d_context @ self.m.transpose(0, 2, 1)                              # (B, T, S)
         d_m = self.alpha.transpose(0, 2, 1) @ d_context                              # (B, S, K)
         d_scores = self.alpha * (d_alpha - (d_alpha * self.alpha).sum(axis=-1, keepdims=True))   # 0 on padding
         d_q = d_q + d_scores @ self.k                                                # (B, T, H)
         d_k = d_scores.transpose(0, 2, 1) @ self.q                                   # (B, S, H)
         self.grads["w_alpha"] = d_k.reshape(-1, H).T @ self.m.reshape(-1, K)         # (H, K)
-        d_m = d_m + d_k @ self.params["w_alpha"]                                     # (B, S, K)
+        d_m = d_m + (d_k.reshape(-1, H) @ self.params["w_alpha"]).reshape(d_m.shape)   # (B, S, K)
         return d_q.transpose(1, 0, 2), d_m.transpose(1, 0, 2)
 
 
