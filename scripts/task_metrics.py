@@ -8,8 +8,9 @@ Each task trains with its defaults and seed 0, saves its checkpoint to OUT/TASK-
 10-fold cross-validated accuracy (``--cv``). The Markdown table (a row per task and cell: metric, baseline, ours,
 training time) and the examples go to OUT/tasks.md and, with ``--page FILE.md``, between the
 ``<!-- seqtasks:begin -->`` and ``<!-- seqtasks:end -->`` markers of that page. The table is built from every
-OUT/TASK-CELL.json present (OUT/TASK.json is the simple-RNN record too), also one that is a bare ``train
---metrics-out`` file; ``--table-only`` re-renders it without training.
+OUT/TASK-CELL.json (or TASK-VARIANT-CELL.json, e.g. tagging-full-lstm.json; OUT/TASK.json is the simple-RNN
+record too) present, also one that is a bare ``train --metrics-out`` file; ``--table-only`` re-renders it without
+training.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -32,15 +34,11 @@ DATA = {"sentiment": "UCI Sentiment Labelled Sentences: 2,400 train / 300 val / 
         "textgen": "tiny Shakespeare, first 90 % / last 10 % of 1,115,394 chars",
         "translation": "Tatoeba en→es, first 40k pairs (≤ 11 English tokens): 37k train / 1k val / 2k test",
         "speech": "spoken digit strings (eSpeak NG), 800 utterances; test voices never heard"}
+VARIANT_DATA = {"tagging-full": "UD English-EWT: full train (12,543 sentences, `rnnbackends data fetch`) / dev / test"}
 BEGIN, END = "<!-- seqtasks:begin -->", "<!-- seqtasks:end -->"
 
 
-def record_path(out, task, cell):
-    """Where the record of ``task`` with ``cell`` lives: OUT/TASK-CELL.json (or OUT/TASK.json for the simple RNN)."""
-    path = out / f"{task}-{cell}.json"
-    if cell == "rnn" and not path.is_file() and (out / f"{task}.json").is_file():
-        return out / f"{task}.json"
-    return path
+RECORD = re.compile(r"(?P<task>[a-z]+)(?:-(?P<variant>[a-z0-9]+))??(?:-(?P<cell>rnn|gru|lstm))?\.json")
 
 
 def run(task, cell, backend, out, seed, folds):
@@ -69,6 +67,8 @@ def ours(record):
         return f"**{value:.4f}** (OOV {details['oov_accuracy']:.3f})"
     if task == "textgen" and "bits_per_char" in details:
         return f"**{value:.3f}** nats ({details['bits_per_char']:.3f} bits)"
+    if task == "translation" and "chrf_beam" in details:
+        return f"**{value:.2f}**, chrF {details['chrf_beam']:.1f} (greedy BLEU {details['bleu_greedy']:.2f})"
     if task == "translation" and "bleu_greedy" in details:
         return f"**{value:.2f}** (greedy {details['bleu_greedy']:.2f})"
     cv = cross_validation(details)
@@ -93,6 +93,18 @@ def baseline(record):
     return f"{record['baseline']:.4g} {name}"
 
 
+def data(record):
+    """The data and split as the table shows them (translation's deduplicated split from its record)."""
+    details = record.get("details", {})
+    if record["variant"]:
+        return VARIANT_DATA.get(f"{record['task']}-{record['variant']}", f"{DATA[record['task']]}, {record['variant']}")
+    if record["task"] == "translation" and "duplicates_removed" in details:
+        return (f"Tatoeba en→es, first 40k pairs less {details['duplicates_removed']:,} duplicates: "
+                f"{details['train_pairs']:,} train / {details['validation_pairs']:,} val / "
+                f"{details['test_pairs']:,} test")
+    return DATA[record["task"]]
+
+
 def minutes(record):
     """The training time as the table shows it (a bare --metrics-out record has none)."""
     return f"{record['seconds'] / 60:.1f} min" if "seconds" in record else "not recorded"
@@ -103,7 +115,8 @@ def markdown(records):
     lines = ["| task | cell | data | metric | baseline | ours | backend | training time |",
              "|---|---|---|---|---|---|---|---|"]
     for r in records:
-        lines.append(f"| {r['task']} | {r['cell']} | {DATA[r['task']]} | {r['metric']} | {baseline(r)} | {ours(r)} "
+        name = f"{r['task']} ({r['variant']})" if r["variant"] else r["task"]
+        lines.append(f"| {name} | {r['cell']} | {data(r)} | {r['metric']} | {baseline(r)} | {ours(r)} "
                      f"| {r['backend']} | {minutes(r)} |")
     lines.append("")
     lines.append("Training times are the wall-clock time of the whole run (reading data, training, evaluating, "
@@ -115,27 +128,33 @@ def markdown(records):
             continue
         best, epochs = r.get("details", {}).get("best_epoch"), r.get("epochs", [])
         when = f" (best epoch {best} of {len(epochs)})" if best is not None else ""
-        lines += ["", f"**{r['task']}, {r['cell']}**{when}:", "", "```"]
+        name = f"{r['task']} ({r['variant']})" if r["variant"] else r["task"]
+        lines += ["", f"**{name}, {r['cell']}**{when}:", "", "```"]
         lines += r["examples"]
         lines.append("```")
     return "\n".join(lines) + "\n"
 
 
 def read_records(out):
-    """Every record in OUT, in task then cell order, each with its cell."""
-    records = []
-    for task in TASKS:
-        for cell in CELLS:
-            path = record_path(out, task, cell)
-            if path.is_file():
-                try:
-                    record = json.loads(path.read_text(encoding="utf-8"))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}: not valid JSON ({exc})") from None
-                if record.get("task") != task:
-                    raise ValueError(f"{path}: a record of task {record.get('task')!r}, not {task}")
-                records.append({**record, "cell": record.get("cell", cell)})
-    return records
+    """Every record in OUT named TASK[-VARIANT]-CELL.json (TASK.json: the simple RNN's, unless TASK-rnn.json is
+    there too), in task, variant, cell order; other JSON files are left alone."""
+    found = {}
+    for path in sorted(out.glob("*.json")):
+        match = RECORD.fullmatch(path.name)
+        if match is None or match["task"] not in TASKS:
+            continue
+        key = (match["task"], match["variant"] or "", match["cell"] or "rnn")
+        if key in found and match["cell"] is None:
+            continue                                                 # TASK-rnn.json wins over TASK.json
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        if record.get("task") != key[0]:
+            raise ValueError(f"{path}: a record of task {record.get('task')!r}, not {key[0]}")
+        found[key] = {**record, "cell": key[2], "variant": key[1]}
+    order = {task: i for i, task in enumerate(TASKS)}
+    return [found[k] for k in sorted(found, key=lambda k: (order[k[0]], k[1], CELLS.index(k[2])))]
 
 
 def write_page(page, text):
