@@ -121,7 +121,9 @@ def fit(model, loss_fn, optimizer, train_batches, *, epochs=10, validate=None, m
             total += train_step(model, loss_fn, optimizer, batch, clip_norm, clip_value, communicator)
             count += 1
             bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
-        record = {"epoch": epoch + 1, "loss": total / max(count, 1)}
+        trained = time.perf_counter() - started
+        record = {"epoch": epoch + 1, "loss": total / max(count, 1), "train_seconds": trained,
+                  "step_ms": 1e3 * trained / max(count, 1)}
         if validate is not None:
             model.eval()
             record.update(distributed.on_root(communicator, lambda: validate(model)))

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from rnnbackends import optimizers
+
 from .kernels import (
     EXP_P,
     EXP_Q,
@@ -131,8 +133,8 @@ def embedding_backward(ids, d_rows, vocab_size, padding_idx=None):
 
 
 def adam_update(param, grad, m, v, scratch, lr_t, beta1, beta2, eps_t, scale, decay):
-    """One Adam step in place on C-contiguous arrays (``scratch`` unused: nothing is stored between passes)."""
-    flat = [a.reshape(-1) for a in (param, grad, m, v)]
+    """One Adam step in place; the front-end's update where param, m or v is not C-contiguous (a view)."""
     if not all(a.flags.c_contiguous for a in (param, m, v)):
-        raise ValueError("adam_update works in place on C-contiguous param, m and v")
-    _adam_update(*flat, lr_t, beta1, beta2, eps_t, scale, decay)
+        return optimizers.adam_update(param, grad, m, v, scratch, lr_t, beta1, beta2, eps_t, scale, decay)
+    _adam_update(param.reshape(-1), np.ascontiguousarray(grad).reshape(-1), m.reshape(-1), v.reshape(-1), lr_t,
+                 beta1, beta2, eps_t, scale, decay)
