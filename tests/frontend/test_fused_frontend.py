@@ -227,7 +227,8 @@ def test_a_step_on_a_backend_owning_its_threads_keeps_blas_at_one_thread_through
     from threadpoolctl import threadpool_info, threadpool_limits
 
     def blas_threads():
-        return max(c["num_threads"] for c in threadpool_info() if c["user_api"] == "blas")
+        """NumPy's BLAS threads (other BLAS libraries, such as SciPy's, may be loaded too)."""
+        return max(c["num_threads"] for c in threadpool_info() if c["user_api"] == "blas" and "numpy" in c["filepath"])
     owning = WithKernels(())
     owning.impl.owns_threads = True
     with threadpool_limits(2, user_api="blas"):
