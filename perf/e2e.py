@@ -17,6 +17,7 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -617,13 +618,18 @@ def targets(rows):
     return out
 
 
+def _threads(result):
+    """'1 thread', '2 threads', ..."""
+    return f"{result['threads']} thread{'s' if result['threads'] != 1 else ''}"
+
+
 def target_lines(results):
     """Markdown bullets of the targets of one or more e2e results (for ``python -m perf headline``)."""
     lines = []
     for result in results:
         for impl, t in (result.get("targets") or {}).items():
             step_target = TARGETS["numba_step"] if impl == "numba" else TARGETS["numpy_step"]
-            line = (f"- {impl}, {result['threads']} threads: training step over the same PyTorch model, worst "
+            line = (f"- {impl}, {_threads(result)}: training step over the same PyTorch model, worst "
                     f"**{t['step_worst_speedup']:.2f}×** ({t['step_worst']}; target ≥ {step_target:g}×), geometric "
                     f"mean **{t['step_geomean_speedup']:.2f}×**")
             if impl == "numba":
@@ -636,6 +642,40 @@ def target_lines(results):
                         f" (target ≥ {TARGETS['inference']:g}×)"
             lines.append(line)
     return lines
+
+
+def headline(results):
+    """The suite's section of ``python -m perf headline``: per task and cell the training step's speed-up over the same
+    PyTorch model and the share outside the backend's recurrent calls, inference throughput, targets, provenance."""
+    key = f"speedup_vs_{PEER}"
+    lines = ["End-to-end training step (forward, loss, backward, clipping, Adam) of each task's default model: "
+             "speed-up over the same model in PyTorch (same batch, optimiser, clipping and threads), and in brackets "
+             "the share of our step outside the backend's recurrent calls.", ""]
+    for result in results:
+        rows = runner.timed_rows(result)
+        impls = list(dict.fromkeys(r["impl"] for r in rows if r["impl"] != PEER))
+        index = {(r["task"], r["cell"], r["impl"], r["pass"]): r for r in rows}
+        cells = list(dict.fromkeys(r["cell"] for r in rows if r["pass"] == "train-step"))
+        lines += [f"{_threads(result)}:", "",
+                  "| task | " + " | ".join(f"{impl} {cell}" for impl in impls for cell in cells) + " |",
+                  "|---|" + "---|" * (len(impls) * len(cells))]
+        for task in dict.fromkeys(r["task"] for r in rows if r["pass"] == "train-step"):
+            row = [index.get((task, cell, impl, "train-step")) for impl in impls for cell in cells]
+            lines.append(f"| {task} | " + " | ".join(f"{r[key]:.2f}× ({r['outside_backend']:.0%})" if r else ""
+                                                     for r in row) + " |")
+        inference = [r for r in rows if r["pass"] != "train-step" and r["impl"] != PEER]
+        if inference:
+            lines += ["", "Inference: " + "; ".join(
+                f"{r['pass']} {r['task']} {r['impl']} {r['per_second']:.0f} {r['unit']}/s ({r[key]:.2f}× PyTorch)"
+                for r in inference) + "."]
+        run = result.get("run", {})
+        load = (run.get("load_before") or [float("nan")])[0]
+        lines += ["", *target_lines([result]), "",
+                  f"Measured {run.get('started_utc', '?')}, commit {run.get('git_commit', '?')[:7]}, "
+                  f"{run.get('cpu', '?')}, 1-minute load average {load:.1f} before the "
+                  f"run (full table: `{Path(result.get('path', 'perf/results/e2e/e2e.json')).with_suffix('.md')}`).",
+                  ""]
+    return "\n".join(lines)
 
 
 def markdown(result):

@@ -35,7 +35,7 @@ def array_module(array):
 # Optional front-end kernels a backend may offer beside the contract (Keras-style): a name in ``capabilities`` and a
 # method of that name on the backend's implementation. The front-end calls it when the backend computing the step
 # declares it and runs its own ``xp`` code otherwise (docs/plugins.md lists the signatures).
-FRONTEND_CAPABILITIES = ("softmax_cross_entropy", "embedding_backward", "adam_update")
+FRONTEND_CAPABILITIES = ("softmax_cross_entropy", "embedding_backward", "adam_update", "matmul")
 _COMPUTING_ON = contextvars.ContextVar("rnnbackends_computing_on", default=None)
 
 
@@ -358,19 +358,23 @@ class Dense(Layer):
         self.add_param("w_y", initialize(init, (input_size, output_size), input_size, rng))  # W_y (H, K)
         self.add_param("b_y", np.zeros(output_size))                                          # b_y (K,)
 
+    def matmul(self, a, b):
+        """a·b of 2-D arrays: the backend's ``matmul`` kernel where it offers one (e.g. split across its threads)."""
+        return (kernel(self.backend, "matmul") or self.xp.matmul)(a, b)
+
     def forward(self, x):
         """X (..., H) -> X·W_y + b_y (..., K): one GEMM over all leading axes (steps and rows)."""
         self.x2 = x.reshape(-1, self.input_size)                                  # (N, H), N = T·B
-        y = self.x2 @ self.params["w_y"]                                          # (N, K)
+        y = self.matmul(self.x2, self.params["w_y"])                              # (N, K)
         y += self.params["b_y"]
         return y.reshape(*x.shape[:-1], self.output_size)
 
     def backward(self, d_y):
         """dL/dW_y = Σ Xᵀ·dY, dL/db_y = Σ dY, dL/dX = dY·W_yᵀ: one GEMM each."""
         d2 = d_y.reshape(-1, self.output_size)                                    # (N, K)
-        self.grads["w_y"] = self.x2.T @ d2
+        self.grads["w_y"] = self.matmul(self.x2.T, d2)
         self.grads["b_y"] = d2.sum(axis=0)
-        return (d2 @ self.params["w_y"].T).reshape(*d_y.shape[:-1], self.input_size)
+        return self.matmul(d2, self.params["w_y"].T).reshape(*d_y.shape[:-1], self.input_size)
 
 
 class SequencePool(Layer):

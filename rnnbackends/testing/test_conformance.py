@@ -410,3 +410,15 @@ def test_adam_update_kernel_matches_the_front_end(backend, dtype):
             update(got[0], backend.xp.asarray(grad), got[1], got[2], scratch, *constants)
         for name, g, w in zip(("param", "m", "v"), got, want):
             _close(f"{name} {shape}", g, w, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_matmul_kernel_matches_the_front_end(backend, dtype):
+    """a·b equals xp.matmul's for the front-end's products: plain, a transposed view (Xᵀ·dY), b transposed (dY·Wᵀ)."""
+    matmul = _frontend_kernel(backend, "matmul")
+    rng = np.random.default_rng(5)
+    for M, K, N in ((1, 1, 1), (7, 3, 5), (600, 64, 300), (64, 600, 1000)):
+        a, b = rng.standard_normal((M, K)).astype(dtype), rng.standard_normal((K, N)).astype(dtype)
+        for name, x, y in (("a·b", a, b), ("aᵀ·(a·b)", a.T, a @ b), ("(a·b)·bᵀ", a @ b, b.T)):
+            got = matmul(backend.xp.asarray(x), backend.xp.asarray(y))
+            _close(f"{name} M={M} K={K} N={N}", got, x.astype(np.float64) @ y.astype(np.float64), dtype)

@@ -152,6 +152,10 @@ class Recording:
         self.calls.append("embedding_backward")
         return embedding_gradient(ids, d_rows, vocab_size, padding_idx)
 
+    def matmul(self, a, b):
+        self.calls.append("matmul")
+        return a @ b
+
     def adam_update(self, *args):
         from rnnbackends.optimizers import adam_update
         self.calls.append("adam_update")
