@@ -12,6 +12,7 @@ allocations seen by tracemalloc) beyond what they return, in copies of the state
 """
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import os
@@ -22,7 +23,8 @@ import tempfile
 import time
 import tracemalloc
 
-from perf import runner
+from perf import peers, runner
+from perf.peers import torch_passes  # noqa: F401  (perf.gpu times it on CUDA)
 
 PEER = "torch"
 LATENCY = [(h, 1, t) for h in (32, 64, 256, 512) for t in (96, 672)]              # (H, B, T)
@@ -31,7 +33,8 @@ DEEPBENCH = [(1760, 16, 50)]
 LONG = [(256, 32, 1000)]
 FORWARD_RATE = [(1024, 64, 32)]
 QUICK = [("latency", 64, 1, 96), ("latency", 512, 1, 96), ("training", 128, 8, 64), ("training", 256, 32, 64),
-         ("training", 512, 64, 64), ("deepbench", 1760, 16, 50)]
+         ("training", 512, 64, 64), ("deepbench", 1760, 16, 50), ("gru-training", 128, 8, 64),
+         ("lstm-training", 256, 32, 64)]
 SMALL_TIER = {"H_max": 256, "B_max": 32}                                           # the ≥ 3× target's shapes
 TARGETS = {"small_tier": 3.0, "worst_fwd_bwd": 1.0, "forward_chain_fraction": 0.60}   # docs/perf.md
 ADDED_GROUPS = ("forward-rate",)                               # outside the main grid's worst-shape target
@@ -41,6 +44,8 @@ GROUPS = {"latency": LATENCY, "training": TRAINING, "deepbench": DEEPBENCH, "lon
           "forward-rate": FORWARD_RATE, "gru-training": TRAINING, "lstm-training": TRAINING}
 CELL_OF_GROUP = {"gru-training": "gru", "lstm-training": "lstm"}               # every other group: "rnn"
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+PEER_TARGETS = {"forward_geomean": 1.25, "fwd_bwd_geomean": 1.5, "worst": 1.0}   # over the fastest peer per shape
+CONTENDED_TARGET = 1.3      # under a CPU burner: default threads at most this much slower than one thread
 GATED_TARGETS = {"training_geomean": 1.5, "worst_fwd_bwd": 1.0}   # over torch.nn.GRU/LSTM; per step ≤ G× rnn
 
 
@@ -57,7 +62,8 @@ def shapes(quick=False, groups=""):
 
 def add_arguments(parser):
     """The CPU suite's options."""
-    parser.add_argument("--quick", action="store_true", help="six shapes, fewer repeats (under 2 minutes)")
+    parser.add_argument("--quick", action="store_true",
+                        help="eight shapes (six simple, one GRU, one LSTM), fewer repeats (under 3 minutes)")
     parser.add_argument("--groups", default="", help=f"comma list of grid groups ({', '.join(GROUPS)}); "
                         "default: the whole grid")
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
@@ -68,6 +74,12 @@ def add_arguments(parser):
     parser.add_argument("--backends", default="", help="comma list (default: every available CPU backend)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--time-budget", type=float, default=3600.0, help="seconds; later shapes are skipped")
+    parser.add_argument("--peers", default=",".join(peers.PEERS),
+                        help="comma list of peers beside torch (default: torch,jax,onnxruntime; a peer that is not "
+                             "installed is skipped and named in the results)")
+    parser.add_argument("--contended", action="store_true",
+                        help="run a CPU-burning process meanwhile and time our backend at --threads against one "
+                             "thread (no peers): the slowdown per shape")
     parser.add_argument("--no-compile-times", action="store_true",
                         help="skip the numba compile-time probe (always skipped with --quick)")
     return parser
@@ -118,39 +130,6 @@ def contract_passes(backend, p, cell="rnn"):
     return forward, forward_backward
 
 
-def torch_passes(p, device="cpu", cell="rnn"):
-    """(forward, forward+backward) closures of native torch.nn.RNN/GRU/LSTM on device, same weights and gradients
-    as p (PyTorch's CPU LSTM runs through oneDNN where it can)."""
-    import torch
-    D, H = p["x"].shape[2], p["a0"].shape[1]
-    module = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell](D, H)
-    module = module.to(device=device, dtype=getattr(torch, str(p["x"].dtype)))
-    b_r = p.get("b_r", 0 * p["b_a"])                                           # the simple cell: b_A holds it all
-    params = {"weight_ih_l0": p["w_x"].T, "weight_hh_l0": p["w_a"].T, "bias_ih_l0": p["b_a"], "bias_hh_l0": b_r}
-    module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in params.items()})
-    x = torch.from_numpy(p["x"]).to(device).requires_grad_()
-    states = [torch.from_numpy(p[k][None]).to(device).requires_grad_() for k in ("a0", "c0") if k in p]
-    d_out = torch.from_numpy(p["d_a"]).to(device)
-    d_states = [torch.from_numpy(p[k][None]).to(device) for k in ("d_a_n", "d_c_n") if k in p]
-    state0 = tuple(states) if cell == "lstm" else states[0]
-
-    def forward():
-        """torch's inference forward."""
-        with torch.no_grad():
-            return module(x, state0)
-
-    def forward_backward():
-        """torch's forward then autograd backward into x, the initial states and every weight."""
-        module.zero_grad(set_to_none=True)
-        x.grad = None
-        for s in states:
-            s.grad = None
-        out, state_n = module(x, state0)
-        state_n = list(state_n) if cell == "lstm" else [state_n]
-        torch.autograd.backward([out] + state_n, [d_out] + d_states)
-    return forward, forward_backward
-
-
 def _peak_bytes(fn):
     """(peak bytes NumPy allocated in one call of fn, bytes of the arrays it returned), seen by tracemalloc."""
     tracemalloc.start()
@@ -166,16 +145,29 @@ def run_suite(args):
     """Time every shape with BLAS pinned to args.threads; returns the result dict perf's runner writes."""
     from threadpoolctl import threadpool_limits
     with threadpool_limits(args.threads, user_api="blas"):    # also when NumPy was imported before --threads
-        return _run_suite(args)
+        return _run_contended(args) if args.contended else _run_suite(args)
+
+
+def _peer_names(args):
+    """({peer: version} of the requested peers that are installed, {peer: why skipped}); torch is required."""
+    names = [n for n in args.peers.split(",") if n]
+    unknown = sorted(set(names) - set(peers.PEERS))
+    if unknown:
+        raise SystemExit(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(peers.PEERS)}")
+    if peers.installed("torch") is None:
+        raise SystemExit("the CPU suite times torch.nn.RNN as its peer: pip install torch")
+    versions = {n: peers.installed(n) for n in dict.fromkeys([PEER, *names])}
+    missing = {n: f"not installed (pip install -e '.[perf]' or pip install {n})" for n, v in versions.items()
+               if v is None}
+    return {n: v for n, v in versions.items() if v is not None}, missing
 
 
 def _run_suite(args):
     """Time every shape; returns the result dict perf's runner writes."""
     import numpy as np
-    try:
-        import torch
-    except ImportError:
-        raise SystemExit("the CPU suite times torch.nn.RNN as its peer: pip install torch") from None
+    peer_versions, peers_missing = _peer_names(args)
+    jax_threads = peers.pin_jax_threads(args.threads) if "jax" in peer_versions else None
+    import torch
     names_and_backends = _backends(args.backends)
     if "numba" in names_and_backends:
         import numba
@@ -183,7 +175,8 @@ def _run_suite(args):
     ceiling, ceiling_by_n = runner.sgemm_gflops(dtype=args.dtype)
     torch.set_num_threads(args.threads)
     print(f"[cpu] sgemm ceiling {ceiling:.1f} GFLOP/s ({args.threads} threads); backends "
-          f"{', '.join(names_and_backends)} vs torch {torch.__version__}", file=sys.stderr)
+          f"{', '.join(names_and_backends)} vs " + ", ".join(f"{n} {v}" for n, v in peer_versions.items())
+          + "".join(f"; {n} skipped: {why}" for n, why in peers_missing.items()), file=sys.stderr)
     warmup, repeats, budget = (1, 5, 0.5) if args.quick else (args.warmup, args.repeats, args.budget)
     rows, started = [], time.monotonic()
     for group, H, B, T in shapes(args.quick, args.groups):
@@ -197,25 +190,27 @@ def _run_suite(args):
         input_gemm_ms, _ = runner.time_calls(input_gemm, warmup, repeats, budget)
         impls = {name: contract_passes(backend, p, cell) for name, backend in names_and_backends.items()
                  if cell in backend.capabilities}
-        impls[PEER] = torch_passes(p, cell=cell)
+        shape_rows = []
+        impls.update(_checked_peers(peer_versions, p, cell, args.threads, group, shape_rows))
         medians = {}
         for impl, fns in impls.items():
             for pass_name, fn in zip(runner.PASSES, fns):
+                if fn is None:                                     # a forward-only peer
+                    continue
                 ms, all_ms = runner.time_calls(fn, warmup, repeats, budget)
                 medians[(impl, pass_name)] = ms
-                rows.append(_row(group, H, B, T, p, impl, pass_name, ms, all_ms))
-                if impl != PEER:
-                    rows[-1]["peak_bytes"], rows[-1]["returned_bytes"] = _peak_bytes(fn)
+                shape_rows.append(_row(group, H, B, T, p, impl, pass_name, ms, all_ms))
+                if impl not in peers.PEERS:
+                    row = shape_rows[-1]
+                    row["peak_bytes"], row["returned_bytes"] = _peak_bytes(fn)
                     if pass_name == "forward":                    # the chain alone: forward minus X·W_X
-                        rows[-1]["input_gemm_ms"] = input_gemm_ms
-                        rows[-1]["gflops_chain"] = (2 * B * H * GATES[cell] * H * T
-                                                    / (max(ms - input_gemm_ms, 1e-6) * 1e-3) / 1e9)
+                        row["input_gemm_ms"] = input_gemm_ms
+                        row["gflops_chain"] = (2 * B * H * GATES[cell] * H * T
+                                               / (max(ms - input_gemm_ms, 1e-6) * 1e-3) / 1e9)
                     path = getattr(names_and_backends[impl].impl, "path", lambda *a: "")
-                    rows[-1]["path"] = path(T, B, H) if cell == "rnn" else path(T, B, H, cell)
-        peer_rows = {r["pass"]: r for r in rows[-len(medians):] if r["impl"] == PEER}
-        for row in rows[-len(medians):]:
-            row[f"speedup_vs_{PEER}"] = peer_rows[row["pass"]]["median_ms"] / row["median_ms"]
-            row[f"speedup_vs_{PEER}_by_min"] = peer_rows[row["pass"]]["min_ms"] / row["min_ms"]
+                    row["path"] = path(T, B, H) if cell == "rnn" else path(T, B, H, cell)
+        _add_speedups(shape_rows)
+        rows += shape_rows
         print(f"[cpu] {group} H={H} B={B} T={T}: " + ", ".join(
             f"{i}/{'fb' if s != 'forward' else 'f'} {ms:.2f} ms" for (i, s), ms in medians.items()),
             file=sys.stderr)
@@ -224,14 +219,132 @@ def _run_suite(args):
     for row in rows:
         if not row.get("skipped"):
             row["fraction_of_ceiling"] = row["gflops_recurrent"] / ceiling
-    return {"suite": "cpu", "peer": PEER, "primary": "numba" if "numba" in names_and_backends else None,
+    return {"suite": "cpu", "peer": PEER, "peers": list(peer_versions), "peers_skipped": peers_missing,
+            "primary": "numba" if "numba" in names_and_backends else None,
             "dtype": args.dtype, "threads": args.threads, "quick": args.quick,
             "timing": {"warmup": warmup, "max_repeats": repeats, "budget_s": budget, "statistic": "median"},
-            "machine": _machine(args.threads),
+            "machine": _machine(args.threads, peer_versions, jax_threads),
             "sgemm_gflops": ceiling, "sgemm_gflops_by_n": {"before": ceiling_by_n, "after": ceiling_by_n_after},
             "compile": None if args.quick or args.no_compile_times or "numba" not in names_and_backends
             else compile_times(),
             "rows": rows, "targets": targets(rows, ceiling)}
+
+
+def _checked_peers(peer_versions, p, cell, threads, group, shape_rows):
+    """{peer: passes} of every installed peer whose outputs agree with the float64 reference on p; a peer that
+    disagrees is not timed and gets a skipped row naming its largest error."""
+    T, B, _ = p["x"].shape
+    H = p["a0"].shape[1]
+    reference = peers.reference_outputs(p, cell)
+    checked = {}
+    for name in peer_versions:
+        fns = peers.passes(name, p, cell, threads)
+        errors = peers.disagreement(peers.outputs(name, fns, cell), reference)
+        worst = max(errors, key=errors.get)
+        if errors[worst] > peers.TOLERANCE:
+            shape_rows.append({"group": group, "cell": cell, "H": H, "B": B, "T": T, "impl": name,
+                               "skipped": f"disagrees with the reference: {worst} off by {errors[worst]:.1e} of "
+                                          f"its largest value (tolerance {peers.TOLERANCE:g})"})
+            print(f"[cpu] {name} {cell} H={H} B={B} T={T}: {shape_rows[-1]['skipped']}", file=sys.stderr)
+            continue
+        checked[name] = fns
+    return checked
+
+
+def _add_speedups(shape_rows):
+    """Speed-ups of one shape's rows over torch and over the fastest peer of the same pass (its name kept)."""
+    timed = [r for r in shape_rows if not r.get("skipped")]
+    for pass_name in runner.PASSES:
+        same = [r for r in timed if r["pass"] == pass_name]
+        peer_rows = {r["impl"]: r for r in same if r["impl"] in peers.PEERS}
+        best = min(peer_rows.values(), key=lambda r: r["median_ms"], default=None)
+        for row in same:
+            if PEER in peer_rows:
+                row[f"speedup_vs_{PEER}"] = peer_rows[PEER]["median_ms"] / row["median_ms"]
+                row[f"speedup_vs_{PEER}_by_min"] = peer_rows[PEER]["min_ms"] / row["min_ms"]
+            if best is not None:
+                row["best_peer"] = best["impl"]
+                row["speedup_vs_best_peer"] = best["median_ms"] / row["median_ms"]
+
+
+# -- contended: our default threads against one thread beside a CPU-burning process ------------------
+
+BURNER = "while True:\n    pass\n"          # one core's worth of pure-Python spinning
+
+
+def _run_contended(args):
+    """Every shape with a CPU-burning process running: the primary backend at args.threads and at one numba thread,
+    interleaved call by call, and the slowdown of the default over one thread per shape and pass."""
+    import numba
+    names_and_backends = _backends(args.backends or "numba")
+    name = "numba" if "numba" in names_and_backends else next(iter(names_and_backends))
+    backend = names_and_backends[name]
+    warmup, repeats, budget = (1, 5, 0.5) if args.quick else (args.warmup, args.repeats, args.budget)
+    burner = start_burner()
+    rows, started = [], time.monotonic()
+    try:
+        time.sleep(0.5)                                               # let the burner reach its loop
+        for group, H, B, T in shapes(args.quick, args.groups):
+            if time.monotonic() - started > args.time_budget:
+                rows.append({"group": group, "H": H, "B": B, "T": T, "skipped": "time budget"})
+                continue
+            cell = CELL_OF_GROUP.get(group, "rnn")
+            p = problem(H, B, T, args.dtype, cell)
+            for pass_name, fn in zip(runner.PASSES, contract_passes(backend, p, cell)):
+                (default_ms, default_all), (one_ms, one_all) = interleaved(
+                    fn, (args.threads, 1), numba.set_num_threads, warmup, repeats, budget)
+                default_row = _row(group, H, B, T, p, name, pass_name, default_ms, default_all)
+                one_row = _row(group, H, B, T, p, f"{name}-1-thread", pass_name, one_ms, one_all)
+                default_row["contended_slowdown"] = one_row["contended_slowdown"] = default_ms / one_ms
+                rows += [default_row, one_row]
+                print(f"[cpu contended] {group} H={H} B={B} T={T} {pass_name}: {args.threads} threads "
+                      f"{default_ms:.2f} ms, 1 thread {one_ms:.2f} ms", file=sys.stderr)
+    finally:
+        burner.kill()
+        burner.wait()
+    numba.set_num_threads(args.threads)
+    return {"suite": "cpu", "contended": {"burner": "one process spinning a Python loop", "target": CONTENDED_TARGET,
+                                          **contended_summary(rows)},
+            "peer": f"{name}-1-thread", "primary": name, "peers": [], "dtype": args.dtype, "threads": args.threads,
+            "quick": args.quick,
+            "timing": {"warmup": warmup, "max_repeats": repeats, "budget_s": budget, "statistic": "median",
+                       "order": "default and one thread alternate call by call"},
+            "machine": _machine(args.threads, {}, None), "rows": rows}
+
+
+def start_burner():
+    """A background process spinning one core until killed."""
+    return subprocess.Popen([sys.executable, "-c", BURNER])
+
+
+def interleaved(fn, settings, apply, warmup, repeats, budget_s):
+    """[(median ms, all ms)] of fn under each setting (apply(setting) before each call), alternating call by call
+    so that a changing load hits every setting alike."""
+    for setting in settings:
+        apply(setting)
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in settings]
+    started = time.perf_counter()
+    while len(times[0]) < repeats and (len(times[0]) < 3 or time.perf_counter() - started < budget_s * len(settings)):
+        for setting, kept in zip(settings, times):
+            apply(setting)
+            kept.append(runner.wall_ms(fn))
+    return [(statistics.median(t), t) for t in times]
+
+
+def contended_summary(rows):
+    """Geometric mean and worst slowdown of the default threads over one thread, per pass."""
+    out = {}
+    for pass_name in runner.PASSES:
+        mine = [r for r in rows if not r.get("skipped") and r["pass"] == pass_name
+                and not r["impl"].endswith("-1-thread")]
+        if mine:
+            worst = max(mine, key=lambda r: r["contended_slowdown"])
+            out[pass_name] = {"slowdown_geomean": runner.geomean(r["contended_slowdown"] for r in mine),
+                              "slowdown_worst": worst["contended_slowdown"],
+                              "worst_shape": f"{worst['group']} H={worst['H']} B={worst['B']} T={worst['T']}"}
+    return out
 
 
 def _row(group, H, B, T, p, impl, pass_name, ms, all_ms):
@@ -248,12 +361,18 @@ def _row(group, H, B, T, p, impl, pass_name, ms, all_ms):
             "state_bytes": T * B * H * p["x"].itemsize}
 
 
-def _machine(threads):
+def _machine(threads, peer_versions, jax_threads):
     """Versions and thread counts of everything timed."""
     import numpy as np
-    import torch
-    info = {"numpy": np.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "threads": threads, "blas": _blas_name()}
+    info = {"numpy": np.__version__, "threads": threads, "blas": _blas_name()}
+    if "torch" in peer_versions:
+        import torch
+        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
+    if "jax" in peer_versions:
+        info.update(jax=peer_versions["jax"], jax_threads=jax_threads, xla_flags=os.environ.get("XLA_FLAGS", ""))
+    if "onnxruntime" in peer_versions:
+        info.update(onnxruntime=peer_versions["onnxruntime"], onnxruntime_threads={"intra_op": threads,
+                                                                                   "inter_op": 1})
     try:
         import numba
         info.update(numba=numba.__version__, numba_threads=numba.get_num_threads(),
@@ -329,10 +448,10 @@ def compile_times():
 def targets(rows, ceiling, impl="numba"):
     """The targets, measured (docs/perf.md): small-tier geometric mean, worst shape, forward rate, memory."""
     key, by_min = f"speedup_vs_{PEER}", f"speedup_vs_{PEER}_by_min"
-    gated = gated_targets(rows, impl)
+    gated, best_peer = gated_targets(rows, impl), best_peer_targets(rows, impl)
     ours = [r for r in rows if not r.get("skipped") and r["impl"] == impl and r["group"] not in CELL_OF_GROUP]
     if not ours:
-        return {"gated": gated} if gated else {}
+        return {k: v for k, v in (("gated", gated), ("best_peer", best_peer)) if v}
     fb = [r for r in ours if r["pass"] == "forward+backward"]
     small = [r for r in fb if r["H"] <= SMALL_TIER["H_max"] and r["B"] <= SMALL_TIER["B_max"]]
     worst = min(ours, key=lambda r: r[key])
@@ -355,7 +474,45 @@ def targets(rows, ceiling, impl="numba"):
         "working_over_states_fwd_bwd": {f"{r['group']} H={r['H']} B={r['B']} T={r['T']}": _working(r)
                                         for r in fb},
         "gated": gated,
+        "best_peer": best_peer,
     }
+
+
+def best_peer_targets(rows, impl="numba"):
+    """Per pass, over every shape (all cells): the speed-up over the fastest peer of each shape, geometric mean and
+    worst (its shape and that peer), and how often each peer was the fastest."""
+    out = {}
+    for pass_name, label in (("forward", "fwd"), ("forward+backward", "fwd_bwd")):
+        ups = [r for r in rows if not r.get("skipped") and r["impl"] == impl and r["pass"] == pass_name
+               and "speedup_vs_best_peer" in r]
+        if ups:
+            worst = min(ups, key=lambda r: r["speedup_vs_best_peer"])
+            out[label] = {"geomean": runner.geomean(r["speedup_vs_best_peer"] for r in ups),
+                          "worst": worst["speedup_vs_best_peer"], "worst_shape": _shape_name(worst),
+                          "worst_peer": worst["best_peer"], "shapes": len(ups),
+                          "at_least_1x": sum(r["speedup_vs_best_peer"] >= 1 for r in ups),
+                          "fastest_peer_count": dict(collections.Counter(r["best_peer"] for r in ups))}
+    return out
+
+
+def _shape_name(row):
+    """'group H=.. B=.. T=..' of a row."""
+    return f"{row['group']} H={row['H']} B={row['B']} T={row['T']}"
+
+
+def best_peer_lines(best_peer):
+    """Markdown bullets of the speed-ups over the fastest peer."""
+    lines = []
+    for label, name, target in (("fwd", "forward", PEER_TARGETS["forward_geomean"]),
+                                ("fwd_bwd", "forward+backward", PEER_TARGETS["fwd_bwd_geomean"])):
+        t = best_peer.get(label)
+        if t:
+            counts = ", ".join(f"{peer} {n}" for peer, n in sorted(t["fastest_peer_count"].items()))
+            lines.append(f"- {name} over the fastest peer of each shape ({t['shapes']} shapes; fastest peer: "
+                         f"{counts}): geometric mean **{t['geomean']:.2f}×** (target ≥ {target:g}×), worst "
+                         f"**{t['worst']:.2f}×** at {t['worst_shape']} against {t['worst_peer']} (target ≥ "
+                         f"{PEER_TARGETS['worst']:g}×); ≥ 1× on {t['at_least_1x']} of {t['shapes']}")
+    return lines
 
 
 def gated_targets(rows, impl="numba"):
@@ -405,29 +562,36 @@ def gated_target_lines(gated):
 
 def markdown(result):
     """The CPU suite's tables: headline per group, targets, then every shape."""
+    if result.get("contended"):
+        return contended_markdown(result)
     run, m, key = result.get("run", {}), result["machine"], f"speedup_vs_{PEER}"
     rows = runner.timed_rows(result)
-    impls = list(dict.fromkeys(r["impl"] for r in rows if r["impl"] != PEER))
+    impls = list(dict.fromkeys(r["impl"] for r in rows if r["impl"] not in peers.PEERS))
+    timed_peers = list(dict.fromkeys(r["impl"] for r in rows if r["impl"] in peers.PEERS))
+    peer_text = ", ".join(f"{n} {m.get(n, '?')}" for n in timed_peers if n != PEER)
     lines = [f"# CPU suite — {run.get('cpu', '')}, {result['threads']} threads, {result['dtype']}", "",
              f"{run.get('started_utc', '')}, commit {run.get('git_commit', '')[:12]}; numpy {m['numpy']} "
              f"({m['blas']}), numba {m.get('numba', '-')} ({m.get('numba_threading_layer', '')}), torch "
-             f"{m['torch']} ({m['torch_threads']} threads). sgemm ceiling {result['sgemm_gflops']:.0f} GFLOP/s "
+             f"{m.get('torch', '-')} ({m.get('torch_threads', '-')} threads)" + (f", {peer_text}" if peer_text else "")
+             + (f" (JAX threads: {m['jax_threads']})" if "jax_threads" in m else "")
+             + "".join(f"; {n} skipped: {why}" for n, why in result.get("peers_skipped", {}).items())
+             + f". sgemm ceiling {result['sgemm_gflops']:.0f} GFLOP/s "
              f"(fastest of 10 square GEMMs, before and after the grid). "
              f"Median of up to {result['timing']['max_repeats']} calls after {result['timing']['warmup']} "
              f"warm-up. Load average (1/5/15 min) before {_load(run.get('load_before'))}, after "
              f"{_load(run.get('load_after'))}: other processes shared this machine, so treat single "
-             f"shapes with care.", "", "## Headline: speed-up over torch.nn.RNN (geometric mean per group)", "",
-             "| group | shapes | " + " | ".join(f"{i} forward | {i} fwd+bwd" for i in impls) + " |",
-             "|---|---|" + "---|---|" * len(impls)]
-    for group in dict.fromkeys(r["group"] for r in rows):
-        cells = []
-        for impl in impls:
-            for pass_name in runner.PASSES:
-                ups = [r[key] for r in rows if r["group"] == group and r["impl"] == impl and r["pass"] == pass_name]
-                cells.append(f"{runner.geomean(ups):.2f}× (min {min(ups):.2f}×)" if ups else "")
-        n = len({(r["H"], r["B"], r["T"]) for r in rows if r["group"] == group})
-        lines.append(f"| {group} | {n} | " + " | ".join(cells) + " |")
+             f"shapes with care. Every peer's outputs (and gradients, where it has a backward) were checked "
+             f"against the float64 NumPy reference before it was timed (tolerance {peers.TOLERANCE:g} of the "
+             f"largest value).", ""]
+    if any("speedup_vs_best_peer" in r for r in rows):
+        lines += [f"## Headline: speed-up over the fastest peer of each shape ({', '.join(timed_peers)}; "
+                  "forward+backward: the peers with a backward), geometric mean per group", ""]
+        lines += _group_table(rows, impls, "speedup_vs_best_peer")
+    lines += ["", "## Speed-up over torch.nn.RNN/GRU/LSTM (geometric mean per group)", ""]
+    lines += _group_table(rows, impls, key)
     t = result.get("targets") or {}
+    if t.get("best_peer"):
+        lines += ["", "## Targets over the fastest peer (numba)", ""] + best_peer_lines(t["best_peer"])
     if t.get("gated"):
         lines += ["", "## Targets of the gated cells (numba)", ""] + gated_target_lines(t["gated"])
     if t.get("small_tier_shapes") is not None:
@@ -468,25 +632,29 @@ def markdown(result):
         lines.append(f"\n`import rnnbackends`: {comp['warm']['import_rnnbackends_s']:.2f} s, imports numba: "
                      f"{comp['warm']['numba_imported_by_import']}; whole cold process "
                      f"{comp['cold']['process_s']:.1f} s, warm {comp['warm']['process_s']:.1f} s.")
+    others = [n for n in timed_peers if n != PEER]
     lines += ["", "## Every shape", "",
-              "| group | H | B | T | pass | torch ms | " + " | ".join(
-                  f"{i} ms | {i} µs/step | {i} speed-up" for i in impls) + " | numba rec. GFLOP/s | of sgemm "
-              "| numba working / states | numba path |",
-              "|---|---|---|---|---|---|" + "---|---|---|" * len(impls) + "---|---|---|---|"]
+              "| group | H | B | T | pass | torch ms | " + "".join(f"{n} ms | " for n in others) + "fastest peer | "
+              + " | ".join(f"{i} ms | {i} µs/step | {i} over torch | {i} over fastest peer" for i in impls)
+              + " | numba rec. GFLOP/s | of sgemm | numba working / states | numba path |",
+              "|---|---|---|---|---|---|" + "---|" * len(others) + "---|" + "---|---|---|---|" * len(impls)
+              + "---|---|---|---|"]
     index = {(r["group"], r["H"], r["B"], r["T"], r["pass"], r["impl"]): r for r in rows}
-    for r in rows:
-        if r["impl"] != PEER:
-            continue
-        shape = (r["group"], r["H"], r["B"], r["T"], r["pass"])
+    for shape in dict.fromkeys((r["group"], r["H"], r["B"], r["T"], r["pass"]) for r in rows):
+        peer_ms = [f"{index[shape + (n,)]['median_ms']:.2f}" if shape + (n,) in index else "–"
+                   for n in [PEER, *others]]
         cells = []
         for impl in impls:
             o = index.get(shape + (impl,))
-            cells.append(f"{o['median_ms']:.2f} | {o['us_per_step']:.1f} | {o[key]:.2f}×" if o else " | | ")
+            cells.append(f"{o['median_ms']:.2f} | {o['us_per_step']:.1f} | {_times(o, key)} | "
+                         f"{_times(o, 'speedup_vs_best_peer')}" if o else " | | | ")
         nb = index.get(shape + ("numba",))
+        fastest = next((r["best_peer"] for r in (index.get(shape + (i,)) for i in [*impls, *timed_peers])
+                        if r and "best_peer" in r), "")
         extra = (f"{nb['gflops_recurrent']:.1f} | {nb['fraction_of_ceiling']:.0%} | "
                  f"{_working(nb):.2f} | {nb.get('path', '')}" if nb else " | | | ")
-        lines.append(f"| {r['group']} | {r['H']} | {r['B']} | {r['T']} | {r['pass']} | {r['median_ms']:.2f} | "
-                     + " | ".join(cells) + f" | {extra} |")
+        lines.append(f"| {' | '.join(map(str, shape))} | " + " | ".join(peer_ms) + f" | "
+                     f"{fastest} | " + " | ".join(cells) + f" | {extra} |")
     skipped = [r for r in result["rows"] if r.get("skipped")]
     if skipped:
         lines += ["", "Skipped: " + ", ".join(f"{r['group']} H={r['H']} B={r['B']} T={r['T']} ({r['skipped']})"
@@ -530,6 +698,15 @@ def target_lines(results):
                   "run: " + simple("forward_chain_fraction_H1024_B64", ".0%", TARGETS["forward_chain_fraction"]),
                   f"- forward+backward working memory beyond the returned arrays: median {memory} copies of the "
                   "states (T·B·H)"]
+    for label, name, goal in (("fwd", "forward", "forward_geomean"),
+                              ("fwd_bwd", "forward+backward", "fwd_bwd_geomean")):
+        best = [t.get("best_peer", {}).get(label) or {} for t in ts]
+        if any(best):
+            lines.append(f"- {name} over the fastest peer of each shape: geometric mean "
+                         + measured([b.get("geomean") for b in best], ".2f", PEER_TARGETS[goal]) + ", worst "
+                         + measured([b.get("worst") for b in best], ".2f", PEER_TARGETS["worst"]) + " ("
+                         + "; ".join(f"{lab}: {b['worst_shape']} against {b['worst_peer']}"
+                                     for lab, b in zip(labels, best) if b) + ")")
     for cell in dict.fromkeys(cell for t in ts for cell in t.get("gated", {})):
         gated = [t.get("gated", {}).get(cell, {}) for t in ts]
         lines.append(f"- {cell.upper()} over torch.nn.{cell.upper()}, forward+backward on the training shapes: "
@@ -538,6 +715,59 @@ def target_lines(results):
                      + ", worst " + measured([g.get("fwd_bwd_worst_speedup") for g in gated], ".2f",
                                              GATED_TARGETS["worst_fwd_bwd"]))
     return lines if len(lines) > 1 else []
+
+
+def _times(row, key):
+    """A row's speed-up as 'N.NN×' ('' when it has none)."""
+    return f"{row[key]:.2f}×" if key in row else ""
+
+
+def _group_table(rows, impls, key):
+    """Markdown lines: per group, the geometric mean (and least) of key for each impl and pass."""
+    lines = ["| group | shapes | " + " | ".join(f"{i} forward | {i} fwd+bwd" for i in impls) + " |",
+             "|---|---|" + "---|---|" * len(impls)]
+    for group in dict.fromkeys(r["group"] for r in rows):
+        cells = []
+        for impl in impls:
+            for pass_name in runner.PASSES:
+                ups = [r[key] for r in rows if r["group"] == group and r["impl"] == impl and r["pass"] == pass_name
+                       and key in r]
+                cells.append(f"{runner.geomean(ups):.2f}× (min {min(ups):.2f}×)" if ups else "")
+        n = len({(r["H"], r["B"], r["T"]) for r in rows if r["group"] == group})
+        lines.append(f"| {group} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def contended_markdown(result):
+    """The contended run's table: our default threads and one thread beside a CPU burner, per shape."""
+    run, c = result.get("run", {}), result["contended"]
+    primary = result["primary"]
+    lines = [f"# CPU suite, contended — {run.get('cpu', '')}, {result['threads']} threads against 1, "
+             f"{result['dtype']}", "",
+             f"{run.get('started_utc', '')}, commit {run.get('git_commit', '')[:12]}. Beside {c['burner']}, "
+             f"{primary} at {result['threads']} threads and at one numba thread (numba.set_num_threads), calls "
+             f"alternating, median of up to {result['timing']['max_repeats']}; NumPy's BLAS on one thread inside "
+             f"each call. Load average before {_load(run.get('load_before'))}, after "
+             f"{_load(run.get('load_after'))}.", "", *contended_lines(result), "",
+             f"| group | H | B | T | pass | {result['threads']} threads ms | 1 thread ms | slowdown |",
+             "|---|---|---|---|---|---|---|---|"]
+    index = {(r["group"], r["H"], r["B"], r["T"], r["pass"], r["impl"]): r for r in runner.timed_rows(result)}
+    for (group, H, B, T, pass_name, impl), r in index.items():
+        one = index.get((group, H, B, T, pass_name, f"{impl}-1-thread"))
+        if one:
+            lines.append(f"| {group} | {H} | {B} | {T} | {pass_name} | {r['median_ms']:.2f} | "
+                         f"{one['median_ms']:.2f} | {r['contended_slowdown']:.2f}× |")
+    return "\n".join(lines) + "\n"
+
+
+def contended_lines(result):
+    """Markdown bullets: slowdown of the default threads over one thread beside a CPU burner, per pass."""
+    c = result["contended"]
+    return [f"- contended ({c['burner']}), {name}: default threads ({result['threads']}) over one thread, "
+            f"geometric mean **{s['slowdown_geomean']:.2f}×**, worst **{s['slowdown_worst']:.2f}×** at "
+            f"{s['worst_shape']} (target ≤ {c['target']:g}×: "
+            f"{'met' if s['slowdown_worst'] <= c['target'] else 'missed'})"
+            for name, s in c.items() if name in runner.PASSES]
 
 
 def _working(row):

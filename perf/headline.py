@@ -46,7 +46,7 @@ def column(result):
     """The label of one result's columns: thread count on the CPU, the device on the GPU."""
     if result.get("suite") == "cpu":
         threads = result.get("threads")
-        return f"{threads} thread{'s' if threads != 1 else ''}"
+        return f"{threads} thread{'s' if threads != 1 else ''}" + (", contended" if result.get("contended") else "")
     return result.get("machine", {}).get("device", result.get("suite", ""))
 
 
@@ -58,21 +58,40 @@ def headline(results):
     return "\n".join(suite_headline(group) for group in suites.values())
 
 
+def best_peer_speedups(result, impl):
+    """{(group, H, B, T, pass): (speed-up of impl over the fastest peer, that peer)} of a result with peers."""
+    return {(r["group"], r["H"], r["B"], r["T"], r["pass"]): (r["speedup_vs_best_peer"], r["best_peer"])
+            for r in runner.timed_rows(result) if r["impl"] == impl and "speedup_vs_best_peer" in r}
+
+
 def suite_headline(results):
-    """One suite's section: speed-up table per group, the suite's targets, provenance and where the tables are."""
+    """One suite's section: speed-up table per group (over the fastest peer where the results have several peers,
+    then per shape), the suite's targets, contended runs, provenance and where the tables are."""
+    module = importlib.import_module(f"perf.{results[0]['suite']}")
+    contended = [r for r in results if r.get("contended")]
+    results = [r for r in results if not r.get("contended")] or contended
     first = results[0]
     peer = runner.peer_of(first)
     impl = runner.primary_impl(first, peer)
-    lines = [f"Speed-up of `{impl}` over {PEER_NAMES.get(peer, peer)}, {first.get('dtype', 'float32')}, "
-             "geometric mean per group of shapes (worst shape in brackets); higher is better.", ""]
+    best = [best_peer_speedups(r, impl) for r in results]
+    if all(best):
+        names = ", ".join(dict.fromkeys(n for r in results for n in r.get("peers", [])))
+        lines = [f"Speed-up of `{impl}` over the fastest peer of each shape ({names}; forward+backward: those with "
+                 f"a backward), {first.get('dtype', 'float32')}, geometric mean per group of shapes (worst shape in "
+                 "brackets); higher is better. Each peer's results were checked against the NumPy reference first.",
+                 ""]
+    else:
+        best = None
+        lines = [f"Speed-up of `{impl}` over {PEER_NAMES.get(peer, peer)}, {first.get('dtype', 'float32')}, "
+                 "geometric mean per group of shapes (worst shape in brackets); higher is better.", ""]
     header = "| group (shapes) |" + "".join(f" forward, {column(r)} | fwd+bwd, {column(r)} |" for r in results)
     lines += [header, "|---|" + "---|---|" * len(results)]
     groups = dict.fromkeys(row["group"] for r in results for row in runner.timed_rows(r))
     for group in groups:
         shapes = {(row["H"], row["B"], row["T"]) for row in runner.timed_rows(first) if row["group"] == group}
         cells = []
-        for result in results:
-            ups = runner.speedups(result, peer, impl)
+        for i, result in enumerate(results):
+            ups = ({k: v for k, (v, _) in best[i].items()} if best else runner.speedups(result, peer, impl))
             for pass_name in runner.PASSES:
                 values = [v for (g, *_, p), v in ups.items() if g == group and p == pass_name]
                 if not values:
@@ -82,9 +101,22 @@ def suite_headline(results):
                 else:
                     cells.append(f"{runner.geomean(values):.2f}× ({min(values):.2f}×)")
         lines.append(f"| {group} ({len(shapes)}) | " + " | ".join(cells) + " |")
-    target_lines = getattr(importlib.import_module(f"perf.{first['suite']}"), "target_lines", None)
+    if best:
+        lines += ["", f"Per shape: speed-up of `{impl}` over the fastest peer, and that peer.", "",
+                  "| group | H, B, T |" + "".join(f" forward, {column(r)} | fwd+bwd, {column(r)} |" for r in results),
+                  "|---|---|" + "---|---|" * len(results)]
+        for shape in dict.fromkeys(k[:4] for b in best for k in b):
+            cells = [f"{b[key][0]:.2f}× {b[key][1]}" if (key := shape + (p,)) in b else ""
+                     for b in best for p in runner.PASSES]
+            lines.append(f"| {shape[0]} | {shape[1]}, {shape[2]}, {shape[3]} | " + " | ".join(cells) + " |")
+    target_lines = getattr(module, "target_lines", None)
     if target_lines is not None:
         lines += ["", *target_lines(results)]
+    contended_lines = getattr(module, "contended_lines", None)
+    if contended and contended_lines is not None and contended is not results:
+        lines += ["", "Beside a CPU-burning process (`--contended`):", *[line for r in contended
+                                                                         for line in contended_lines(r)]]
+        results = results + contended
     lines += ["", "Measured on:"]
     for result in results:
         run = result.get("run", {})

@@ -12,6 +12,9 @@ from .arrays import checked_lengths
 NONLINEARITIES = ("tanh", "relu")
 
 
+# OpenBLAS runs a GEMM of fewer multiply-adds than this on one thread (SMP threshold 65536 × 4), and the numba
+# backend splits no call below 2²⁰: a smaller call gains nothing from the hold, which costs ≈ 5 µs.
+BLAS_HOLD_MIN_WORK = 1 << 18
 CELLS = {"rnn": 1, "gru": 3, "lstm": 4}   # gates per cell (G): w_x (D, G·H), w_a (H, G·H), b_a and b_r (G·H,)
 
 
@@ -89,7 +92,7 @@ class Backend:
             self._require("lengths", "lengths=")
             lengths = checked_lengths(lengths, T, B)
         state0 = tuple(checked[name] for name in states) if cell == "lstm" else checked["a0"]
-        with self._threads():
+        with self._threads(T * B * G * H * H):
             a, state_n, inner = self._forward(x, state0, w_x, w_a, b_a, b_r, lengths, nonlinearity, cell)
         return a, state_n, Saved(self.name, (T, B, H), x.dtype, inner, cell)
 
@@ -122,15 +125,17 @@ class Backend:
             d_state_n = None if not given else (checked.get("d_a_n", zeros), checked.get("d_c_n", zeros))
         else:
             d_state_n = checked.get("d_a_n")
-        with self._threads():
+        with self._threads(T * B * CELLS[saved.cell] * H * H):
             grads = self.impl.backward_sequence(saved.inner, d_a, d_state_n)
         if self.api_version == 1:
             return (*grads, grads[4].copy())                         # b_R was folded into b_A: d_b_r = d_b_a
         return grads
 
-    def _threads(self):
-        """NumPy's BLAS held to one thread during the call when the backend runs its own threads."""
-        return one_blas_thread if getattr(self.impl, "owns_threads", False) else contextlib.nullcontext()
+    def _threads(self, work):
+        """NumPy's BLAS held to one thread during a call of T·B·G·H² recurrent multiply-adds when the backend runs
+        its own threads; below BLAS_HOLD_MIN_WORK nothing runs threaded either way, and the hold is left out."""
+        owns = getattr(self.impl, "owns_threads", False)
+        return one_blas_thread if owns and work >= BLAS_HOLD_MIN_WORK else contextlib.nullcontext()
 
     # -- checks ---------------------------------------------------------------------------------
     def _require(self, capability, what):

@@ -18,7 +18,8 @@ def run_toy_suite(tmp_path, monkeypatch, *extra):
     parser = cpu.add_arguments(argparse.ArgumentParser())
     parser.add_argument("--out")
     args = parser.parse_args(["--threads", "1", "--warmup", "1", "--repeats", "2", "--budget", "0.05",
-                              "--no-compile-times", "--backends", "numpy,numba", "--out", str(tmp_path), *extra])
+                              "--no-compile-times", "--backends", "numpy,numba", "--peers", "torch",
+                              "--out", str(tmp_path), *extra])
     paths = runner.run(cpu, args, ["run", "--suite", "cpu"])
     return json.loads(paths[0].read_text()), paths
 
@@ -128,7 +129,7 @@ def test_headline_lists_the_gated_cells_targets(tmp_path, monkeypatch):
     parser.add_argument("--out")
     args = parser.parse_args(["--threads", "1", "--warmup", "1", "--repeats", "2", "--budget", "0.05",
                               "--no-compile-times", "--backends", "numba", "--groups", "training,gru-training",
-                              "--out", str(tmp_path)])
+                              "--peers", "torch", "--out", str(tmp_path)])
     paths = runner.run(cpu, args, ["run", "--suite", "cpu"])
     text = headline.headline(headline.load([paths[0]]))
     assert "| gru-training (1) |" in text
