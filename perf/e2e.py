@@ -683,7 +683,7 @@ def markdown(result):
     run, key = result.get("run", {}), f"speedup_vs_{PEER}"
     rows = runner.timed_rows(result)
     impls = list(dict.fromkeys(r["impl"] for r in rows if r["impl"] != PEER))
-    lines = [f"# End-to-end suite — {run.get('cpu', '')}, {result['threads']} threads, float32", "",
+    lines = [f"# End-to-end suite — {run.get('cpu', '')}, {_threads(result)}, float32", "",
              f"{run.get('started_utc', '')}, commit {run.get('git_commit', '')[:12]}; torch "
              f"{result['machine'].get('torch')}. Each impl's step timed in turn (interleaved), median of "
              f"{result['timing']['repeats']} after {result['timing']['warmup']} warm-up. Load average before "

@@ -26,7 +26,7 @@ def test_small_e2e_run_times_ours_and_torch_and_splits_each_step():
     assert targets["step_worst"] == "textgen rnn"
     result["run"] = {"cpu": "test", "started_utc": "now", "git_commit": ""}
     text = e2e.markdown(result)
-    assert "| textgen | rnn | 4 | 6 |" in text and "numpy, 1 threads: training step" in text
+    assert "| textgen | rnn | 4 | 6 |" in text and "numpy, 1 thread: training step" in text
 
 
 def test_every_task_builds_the_same_model_twice_with_matching_losses_of_the_right_size():
