@@ -2,14 +2,14 @@
 
 A step is what ``rnnbackends.training.train_step`` runs: forward, loss, backward, clipping by global norm and the
 optimiser (Adam at the task's learning rate). Each task's model takes its options from the task module
-(HYPERPARAMETERS, TRAINING) and batches of the shapes its bundled data gives (``SHAPES``: vocabulary sizes and
-padded lengths measured on the data, lengths drawn below the padded one where the task pads). The PyTorch model
-has the same layers, sizes, dropout, loss, optimiser (torch.optim.Adam), clipping (clip_grad_norm_), batch and
-threads. Per task and cell (rnn, gru, lstm) the backends and PyTorch run interleaved, one step each in turn, and
-the medians are compared; each of our steps is split into the backend's recurrent calls, the other layers, the
-loss and the optimiser (clipping included). Inference: ``predict`` sentences/s (sentiment and tagging, eval
-forward of 256 sentences with the probabilities or tags on the host) and ``generate`` characters/s (textgen,
-``LanguageModel.generate``) against a PyTorch loop of the same model.
+(HYPERPARAMETERS, TRAINING, option defaults) and batches of the shapes its bundled data gives (``SHAPES``: vocabulary
+sizes and padded lengths measured on the data, lengths within a fifth below the padded one where the task pads, as
+its length buckets give). The PyTorch model has the same layers, sizes, dropout, loss, optimiser (torch.optim.Adam),
+clipping (clip_grad_norm_), batch and threads. Per task and cell (rnn, gru, lstm) the backends and PyTorch run
+interleaved, one step each in turn, and the medians are compared; each of our steps is split into the backend's
+recurrent calls, the other layers, the loss and the optimiser (clipping included). Inference: ``predict``
+sentences/s (sentiment and tagging, eval forward of 256 sentences with the probabilities or tags on the host) and
+``generate`` characters/s (textgen, ``LanguageModel.generate``) against a PyTorch loop of the same model.
 """
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def host_batch(task, B, T, seed=0):
     shape = SHAPES[task]
 
     def lengths_of(t):
-        lengths = rng.integers(max(1, t // 2), t + 1, B)
+        lengths = rng.integers(max(1, t - t // 5), t + 1, B)                # the tasks batch by length buckets
         lengths[0] = t                                                       # the batch is padded to its longest
         return lengths
 
