@@ -35,6 +35,7 @@ DATA = {"sentiment": "UCI Sentiment Labelled Sentences: 2,400 train / 300 val / 
         "translation": "Tatoeba en→es, first 40k pairs (≤ 11 English tokens): 37k train / 1k val / 2k test",
         "speech": "spoken digit strings (eSpeak NG), 800 utterances; test voices never heard"}
 VARIANT_DATA = {"tagging-full": "UD English-EWT: full train (12,543 sentences, `rnnbackends data fetch`) / dev / test"}
+EXAMPLE_LINES = 8                                   # of each record's examples on the page
 BEGIN, END = "<!-- seqtasks:begin -->", "<!-- seqtasks:end -->"
 
 
@@ -71,6 +72,10 @@ def ours(record):
         return f"**{value:.2f}**, chrF {details['chrf_beam']:.1f} (greedy BLEU {details['bleu_greedy']:.2f})"
     if task == "translation" and "bleu_greedy" in details:
         return f"**{value:.2f}** (greedy {details['bleu_greedy']:.2f})"
+    scores = details.get("scores (RMSE, MAE)", {})
+    if task == "timeseries" and "RNN multi-step" in scores:
+        return (f"**{value:.1f}** (MAE {scores['RNN'][1]:.1f}); {details['test']} steps ahead "
+                f"{scores['RNN multi-step'][0]:.1f}")
     cv = cross_validation(details)
     if cv is not None:
         return f"**{value:.3f}**; {len(cv['ours']['folds'])}-fold CV {cv['ours']['mean']:.3f} ± {cv['ours']['std']:.3f}"
@@ -86,6 +91,10 @@ def baseline(record):
         return f"{record['baseline']:.4g}"
     pick = max if record["higher_is_better"] else min
     name = pick(baselines, key=baselines.get)
+    scores = details.get("scores (RMSE, MAE)", {})
+    if f"{name} multi-step" in scores:
+        return (f"{record['baseline']:.1f} {name} (MAE {scores[name][1]:.1f}); {details['test']} steps ahead "
+                f"{scores[name + ' multi-step'][0]:.1f}")
     cv = cross_validation(details)
     if cv is not None and name in cv:
         return (f"{record['baseline']:.3f} {name}; {len(cv[name]['folds'])}-fold CV {cv[name]['mean']:.3f} ± "
@@ -130,7 +139,7 @@ def markdown(records):
         when = f" (best epoch {best} of {len(epochs)})" if best is not None else ""
         name = f"{r['task']} ({r['variant']})" if r["variant"] else r["task"]
         lines += ["", f"**{name}, {r['cell']}**{when}:", "", "```"]
-        lines += r["examples"]
+        lines += r["examples"][:EXAMPLE_LINES] + (["..."] if len(r["examples"]) > EXAMPLE_LINES else [])
         lines.append("```")
     return "\n".join(lines) + "\n"
 
