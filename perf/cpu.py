@@ -319,7 +319,7 @@ def start_burner():
 
 def interleaved(fn, settings, apply, warmup, repeats, budget_s):
     """[(median ms, all ms)] of fn under each setting (apply(setting) before each call), alternating call by call
-    so that a changing load hits every setting alike."""
+    (A B, B A, ...) so that a changing load and the order of calls hit every setting alike."""
     for setting in settings:
         apply(setting)
         for _ in range(warmup):
@@ -327,7 +327,8 @@ def interleaved(fn, settings, apply, warmup, repeats, budget_s):
     times = [[] for _ in settings]
     started = time.perf_counter()
     while len(times[0]) < repeats and (len(times[0]) < 3 or time.perf_counter() - started < budget_s * len(settings)):
-        for setting, kept in zip(settings, times):
+        order = list(zip(settings, times))
+        for setting, kept in order if len(times[0]) % 2 == 0 else order[::-1]:   # A B, then B A: no order bias
             apply(setting)
             kept.append(runner.wall_ms(fn))
     return [(statistics.median(t), t) for t in times]

@@ -208,6 +208,25 @@ class _BlasThreads:
 one_blas_thread = _BlasThreads()   # the context manager: ``with one_blas_thread: ...``
 
 
+def idle_cores(loadavg=None):
+    """Cores this process may use that no other runnable thread holds right now, at least 1: the cores of its
+    affinity minus the running count of /proc/loadavg (or of the text given), less the caller itself. A backend
+    that splits a call across threads splits it across at most this many, so that on a busy machine no part of
+    the call waits for a core (all cores where the count cannot be read)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        if loadavg is None:                                  # os.read: a third of open()'s cost
+            fd = os.open("/proc/loadavg", os.O_RDONLY)
+            try:
+                loadavg = os.read(fd, 128)
+            finally:
+                os.close(fd)
+        running = int(loadavg.split()[3].split(b"/" if isinstance(loadavg, bytes) else "/")[0])
+    except (OSError, ValueError, IndexError):
+        return cores
+    return max(1, min(cores, cores - (running - 1)))
+
+
 def _state_parts(name, state, cell, names):
     """{part name: array} of a state argument: one array A, or for LSTM the pair (A, C)."""
     if cell == "lstm":

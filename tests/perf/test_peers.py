@@ -256,3 +256,17 @@ def test_the_numba_backend_owns_its_threads():
     assert backend.impl.owns_threads is True
     assert np.isfinite(backend.forward_sequence(*(cpu.problem(8, 2, 3, "float32")[k]
                                                   for k in ("x", "a0", "w_x", "w_a", "b_a")))[0]).all()
+
+
+def test_idle_cores_counts_the_cores_other_runnable_threads_leave():
+    """/proc/loadavg's running count includes the caller: one running (us) leaves every core, each other runnable
+    thread takes one, never below one; an unreadable count leaves every core."""
+    import os
+
+    from rnnbackends.dispatch import idle_cores
+    cores = len(os.sched_getaffinity(0))
+    assert idle_cores("0.50 0.40 0.30 1/180 4242") == cores
+    assert idle_cores(b"2.00 1.00 0.50 2/180 4242") == max(1, cores - 1)
+    assert idle_cores("9.00 9.00 9.00 40/180 4242") == 1
+    assert idle_cores("garbled") == cores
+    assert 1 <= idle_cores() <= cores
