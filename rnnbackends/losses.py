@@ -1,13 +1,18 @@
 """Losses computed from logits, averaged over the valid (unmasked) entries; each returns (loss, dL/dlogits)."""
 from __future__ import annotations
 
+import math
+
 from .layers import active_kernel, array_module
 
 
 def _mask_weights(xp, mask, shape, dtype):
     """Weights (shape) that are 1/n on the n valid entries and 0 on padding."""
-    weights = xp.ones(shape, dtype=dtype) if mask is None else xp.asarray(mask).astype(dtype)
-    return weights / max(float(weights.sum()), 1.0)
+    if mask is None:
+        return xp.full(shape, 1.0 / max(math.prod(shape), 1), dtype=dtype)
+    weights = xp.asarray(mask).astype(dtype)
+    weights /= max(float(weights.sum()), 1.0)
+    return weights
 
 
 def binary_cross_entropy(logits, targets, mask=None):
