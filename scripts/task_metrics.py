@@ -72,6 +72,8 @@ def ours(record):
         return f"**{value:.2f}**, chrF {details['chrf_beam']:.1f} (greedy BLEU {details['bleu_greedy']:.2f})"
     if task == "translation" and "bleu_greedy" in details:
         return f"**{value:.2f}** (greedy {details['bleu_greedy']:.2f})"
+    if task == "speech" and "test sentence accuracy" in details:
+        return f"**{value:.3f}** (sentence accuracy {details['test sentence accuracy']:.2f})"
     scores = details.get("scores (RMSE, MAE)", {})
     if task == "timeseries" and "RNN multi-step" in scores:
         return (f"**{value:.1f}** (MAE {scores['RNN'][1]:.1f}); {details['test']} steps ahead "
@@ -99,7 +101,7 @@ def baseline(record):
     if cv is not None and name in cv:
         return (f"{record['baseline']:.3f} {name}; {len(cv[name]['folds'])}-fold CV {cv[name]['mean']:.3f} ± "
                 f"{cv[name]['std']:.3f}")
-    return f"{record['baseline']:.4g} {name}"
+    return f"{record['baseline']:.3f} {name}"
 
 
 def data(record):
