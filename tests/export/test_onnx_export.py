@@ -59,6 +59,23 @@ def test_sentiment_ensemble_matches_on_test_sentences(tmp_path, capsys, cell):
     np.testing.assert_allclose(probability, sentiment.probabilities(models, d.ids, rows), **TOLERANCE)
 
 
+@pytest.mark.parametrize("options", [dict(pooling="last", num_layers=2), dict(pooling="mean", nonlinearity="relu"),
+                                     dict(embed_dim=0, num_classes=3, pooling="max")])
+def test_classifier_options_match_one_hot_relu_last_and_mean_pooling_three_classes(tmp_path, capsys, options):
+    d = sentiment.prepare(None)
+    options = {"embed_dim": 16, "hidden_size": 16, "bidirectional": True, "num_classes": 2, **options}
+    models = [with_random_weights(SequenceClassifier(len(d.vocabulary), backend="numpy", seed=s, **options), s)
+              for s in range(2)]
+    (session,) = exported(tmp_path, models, "sentiment", capsys)
+    ids, lengths = pad_batch([d.ids[i] for i in d.test[:16]])
+    logits, probability = session.run(["logits", "probability"], {"ids": ids, "lengths": lengths})
+    ours = np.stack([to_host(m.forward(ids, lengths)) for m in models])
+    np.testing.assert_allclose(logits, ours, **TOLERANCE)
+    if options["num_classes"] == 3:                                            # softmax, averaged over members
+        e = np.exp(ours - ours.max(axis=-1, keepdims=True))
+        np.testing.assert_allclose(probability, (e / e.sum(axis=-1, keepdims=True)).mean(axis=0), **TOLERANCE)
+
+
 def test_timeseries_ensemble_matches_on_airline_windows(tmp_path, capsys):
     _, _, values, n_train, _, _, _ = timeseries.TASK.prepare(None)
     scaler = timeseries.Scaler.fit(values[:n_train], values)
