@@ -249,9 +249,9 @@ class RNN(Layer):
         self.shape = (T, B)
         self.lengths = None if lengths is None or bool((full_lengths(lengths, T, B) == T).all()) \
             else full_lengths(lengths, T, B)
-        if self.directions == 2:                                                   # where the reverse reads
-            self.rows = xp.asarray(np.arange(B)[None, :])                          # (1, B)
-            self.reverse = xp.asarray(reverse_index(self.lengths, T, B))           # (T, B)
+        if self.directions == 2:                       # row (t, b) of the reverse direction reads row reverse[t, b]
+            reverse = reverse_index(self.lengths, T, B) * B + np.arange(B)[None, :]     # (T, B) into T·B rows
+            self.reverse = xp.asarray(reverse.reshape(-1))                               # (T·B,)
         for dropout in self.dropouts:
             dropout.training = self.training
         if lstm and a0 is not None and not isinstance(a0, (tuple, list)) and getattr(a0, "ndim", 0) == 4:
@@ -267,7 +267,7 @@ class RNN(Layer):
             outputs = []
             for direction in range(self.directions):
                 key, i = self.key(layer, direction), layer * self.directions + direction
-                x_dir = layer_input if direction == 0 else layer_input[self.reverse, self.rows]
+                x_dir = layer_input if direction == 0 else self.reversed(layer_input)
                 if lstm:
                     state0 = (zeros, zeros) if a0 is None else (a0[0][i], a0[1][i])
                 else:
@@ -276,7 +276,7 @@ class RNN(Layer):
                     x_dir, state0, self.params[f"w_x_{key}"], self.params[f"w_a_{key}"],
                     self.params[f"b_a_{key}"], lengths=self.lengths, nonlinearity=self.nonlinearity,
                     cell=self.cell, b_r=self.params.get(f"b_r_{key}"))
-                outputs.append(a if direction == 0 else a[self.reverse, self.rows])  # back to reading order
+                outputs.append(a if direction == 0 else self.reversed(a))            # back to reading order
                 self.saved.append(saved)
                 finals.append(state_n if lstm else (state_n,))
             layer_input = outputs[0] if self.directions == 1 else xp.concatenate(outputs, axis=2)
@@ -285,6 +285,11 @@ class RNN(Layer):
         if self.return_sequences:
             return layer_input                                                     # (T, B, H·dirs)
         return xp.concatenate([f[0] for f in finals[-self.directions:]], axis=1)   # (B, H·dirs)
+
+    def reversed(self, x):
+        """x (T, B, n) with each sequence read backwards within its length (padding steps stay): one row gather."""
+        T, B, n = x.shape
+        return self.xp.take(x.reshape(T * B, n), self.reverse, axis=0).reshape(T, B, n)
 
     @property
     def final_state(self):
@@ -312,7 +317,7 @@ class RNN(Layer):
                 key, i = self.key(layer, direction), layer * dirs + direction
                 d_a = d_output[:, :, direction * H:(direction + 1) * H]
                 if direction == 1:
-                    d_a = d_a[self.reverse, self.rows]
+                    d_a = self.reversed(d_a)
                 d_state_n = d_final[i]
                 if lstm and (d_state_n is not None or d_c_n is not None):
                     zeros = xp.zeros((B, H), dtype=d_a.dtype)
@@ -321,7 +326,7 @@ class RNN(Layer):
                     self.saved[i], xp.ascontiguousarray(d_a), d_state_n)
                 d_a0[i], d_c0[i] = d_state0 if lstm else (d_state0, None)
                 if direction == 1:
-                    d_x = d_x[self.reverse, self.rows]
+                    d_x = self.reversed(d_x)
                 self.grads[f"w_x_{key}"], self.grads[f"w_a_{key}"], self.grads[f"b_a_{key}"] = d_w_x, d_w_a, d_b_a
                 if self.cell != "rnn":
                     self.grads[f"b_r_{key}"] = d_b_r
@@ -395,9 +400,13 @@ class SequencePool(Layer):
         if self.mode == "mean":
             self.counts = self.valid.sum(axis=0).astype(a.dtype)                   # (B, 1)
             return (a * self.valid).sum(axis=0) / self.counts
-        masked = xp.where(self.valid, a, -xp.inf)
-        self.argmax = masked.argmax(axis=0)                                         # (B, H)
-        return masked.max(axis=0)
+        best = xp.where(self.valid[0], a[0], -xp.inf)                               # (B, H), max so far
+        self.argmax = xp.zeros(best.shape, dtype=np.int64)                          # its step (the first)
+        for t in range(1, T):                                     # step by step: argmax over axis 0 copies (T, B, H)
+            row = xp.where(self.valid[t], a[t], -xp.inf)
+            xp.copyto(self.argmax, t, where=row > best)
+            xp.maximum(best, row, out=best)
+        return best
 
     def backward(self, d_y):
         """Mean: dL/dA_t = dY/len on valid steps; max: dY goes to the step that held the maximum."""
