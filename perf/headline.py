@@ -68,6 +68,8 @@ def suite_headline(results):
     """One suite's section: speed-up table per group (over the fastest peer where the results have several peers,
     then per shape), the suite's targets, contended runs, provenance and where the tables are."""
     module = importlib.import_module(f"perf.{results[0]['suite']}")
+    if hasattr(module, "headline"):                                 # a suite with its own section (perf.e2e)
+        return module.headline(results)
     contended = [r for r in results if r.get("contended")]
     results = [r for r in results if not r.get("contended")] or contended
     first = results[0]
