@@ -191,8 +191,9 @@ class Dropout(Layer):
         if not self.training or self.rate == 0.0:
             self.mask = None
             return x
-        keep = self.rng.random(x.shape) >= self.rate
-        self.mask = self.xp.asarray((keep / (1.0 - self.rate)).astype(x.dtype))
+        mask = (self.rng.random(x.shape) >= self.rate).astype(x.dtype)          # keep: 1, drop: 0
+        mask *= x.dtype.type(1.0 / (1.0 - self.rate))                             # the values keep/(1-rate) had
+        self.mask = self.xp.asarray(mask)
         return x * self.mask
 
     def backward(self, d_y):
