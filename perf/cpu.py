@@ -177,14 +177,9 @@ def _run_suite(args):
     print(f"[cpu] sgemm ceiling {ceiling:.1f} GFLOP/s ({args.threads} threads); backends "
           f"{', '.join(names_and_backends)} vs " + ", ".join(f"{n} {v}" for n, v in peer_versions.items())
           + "".join(f"; {n} skipped: {why}" for n, why in peers_missing.items()), file=sys.stderr)
-    warmup, repeats, budget = (1, 5, 0.5) if args.quick else (args.warmup, args.repeats, args.budget)
-    rows, started = [], time.monotonic()
-    for group, H, B, T in shapes(args.quick, args.groups):
-        if time.monotonic() - started > args.time_budget:
-            rows.append({"group": group, "H": H, "B": B, "T": T, "skipped": "time budget"})
-            continue
-        cell = CELL_OF_GROUP.get(group, "rnn")
-        p = problem(H, B, T, args.dtype, cell)
+    warmup, repeats, budget = _timing(args)
+    rows = []
+    for group, H, B, T, cell, p in _problems(args, rows):
         x_rows, projected = p["x"].reshape(T * B, H), np.empty((T * B, p["w_x"].shape[1]), dtype=args.dtype)
         input_gemm = functools.partial(np.matmul, x_rows, p["w_x"], out=projected)   # X·W_X: the non-sequential part
         input_gemm_ms, _ = runner.time_calls(input_gemm, warmup, repeats, budget)
@@ -228,6 +223,22 @@ def _run_suite(args):
             "compile": None if args.quick or args.no_compile_times or "numba" not in names_and_backends
             else compile_times(),
             "rows": rows, "targets": targets(rows, ceiling)}
+
+
+def _timing(args):
+    """(warm-up calls, most timed calls, seconds per measurement): fewer with --quick."""
+    return (1, 5, 0.5) if args.quick else (args.warmup, args.repeats, args.budget)
+
+
+def _problems(args, rows):
+    """(group, H, B, T, cell, problem) of each shape in turn; once --time-budget is spent, a skipped row in rows."""
+    started = time.monotonic()
+    for group, H, B, T in shapes(args.quick, args.groups):
+        if time.monotonic() - started > args.time_budget:
+            rows.append({"group": group, "H": H, "B": B, "T": T, "skipped": "time budget"})
+            continue
+        cell = CELL_OF_GROUP.get(group, "rnn")
+        yield group, H, B, T, cell, problem(H, B, T, args.dtype, cell)
 
 
 def _checked_peers(peer_versions, p, cell, threads, group, shape_rows):
@@ -279,17 +290,12 @@ def _run_contended(args):
     names_and_backends = _backends(args.backends or "numba")
     name = "numba" if "numba" in names_and_backends else next(iter(names_and_backends))
     backend = names_and_backends[name]
-    warmup, repeats, budget = (1, 5, 0.5) if args.quick else (args.warmup, args.repeats, args.budget)
+    warmup, repeats, budget = _timing(args)
     burner = start_burner()
-    rows, started = [], time.monotonic()
+    rows = []
     try:
         time.sleep(0.5)                                               # let the burner reach its loop
-        for group, H, B, T in shapes(args.quick, args.groups):
-            if time.monotonic() - started > args.time_budget:
-                rows.append({"group": group, "H": H, "B": B, "T": T, "skipped": "time budget"})
-                continue
-            cell = CELL_OF_GROUP.get(group, "rnn")
-            p = problem(H, B, T, args.dtype, cell)
+        for group, H, B, T, cell, p in _problems(args, rows):
             for pass_name, fn in zip(runner.PASSES, contract_passes(backend, p, cell)):
                 (default_ms, default_all), (one_ms, one_all) = interleaved(
                     fn, (args.threads, 1), numba.set_num_threads, warmup, repeats, budget)

@@ -3,6 +3,7 @@ the contended mode and NumPy's BLAS held to one thread inside a backend's call."
 import argparse
 import functools
 import json
+import os
 import subprocess
 import sys
 
@@ -58,6 +59,19 @@ def test_the_check_catches_gates_in_our_order_handed_to_onnx(cell, monkeypatch):
     assert errors["a"] > 100 * peers.TOLERANCE
 
 
+def test_jax_on_one_thread_takes_the_flags_before_it_starts():
+    """In a fresh process: pin_jax_threads(1) sets XLA_FLAGS, and JAX starts and computes with them."""
+    pytest.importorskip("jax", reason="pip install -e '.[perf]'")
+    code = ("import os; from perf import peers; print(peers.pin_jax_threads(1)); import jax.numpy as jnp; "
+            "print(float(jnp.arange(4.0).sum())); print(os.environ['XLA_FLAGS'])")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=headline.ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:3] == ["1", "6.0", "--xla_cpu_multi_thread_eigen=false "
+                                                          "intra_op_parallelism_threads=1"]
+
+
 def run_toy_suite(tmp_path, monkeypatch, *extra):
     """The CPU suite on TOY_GROUPS with numba and every installed peer; returns (result, paths)."""
     monkeypatch.setattr(cpu, "GROUPS", TOY_GROUPS)
@@ -73,6 +87,7 @@ def run_toy_suite(tmp_path, monkeypatch, *extra):
 def test_suite_times_every_peer_and_our_speedup_over_the_fastest(tmp_path, monkeypatch):
     """Every installed peer timed on every cell (ONNX Runtime forward only); each row's speed-up over the fastest
     peer of its shape and pass is that peer's median over its own; versions and JAX's thread pin recorded."""
+    jax_started = "jax" in sys.modules and peers._jax_started()         # by an earlier test in this process
     result, paths = run_toy_suite(tmp_path, monkeypatch)
     names = installed_peers()
     rows = runner.timed_rows(result)
@@ -89,7 +104,9 @@ def test_suite_times_every_peer_and_our_speedup_over_the_fastest(tmp_path, monke
     machine = result["machine"]
     for name in names:
         assert machine[name] == peers.installed(name)
-    if "jax" in names:
+    if "jax" in names and jax_started:
+        assert machine["jax_threads"] == "all cores (JAX had started before --threads 1 could pin it)"
+    elif "jax" in names:
         assert machine["jax_threads"] == 1 and "--xla_cpu_multi_thread_eigen=false" in machine["xla_flags"]
     if "onnxruntime" in names:
         assert machine["onnxruntime_threads"] == {"intra_op": 1, "inter_op": 1}
@@ -261,8 +278,6 @@ def test_the_numba_backend_owns_its_threads():
 def test_idle_cores_counts_the_cores_other_runnable_threads_leave():
     """/proc/loadavg's running count includes the caller: one running (us) leaves every core, each other runnable
     thread takes one, never below one; an unreadable count leaves every core."""
-    import os
-
     from rnnbackends.dispatch import idle_cores
     cores = len(os.sched_getaffinity(0))
     assert idle_cores("0.50 0.40 0.30 1/180 4242") == cores
