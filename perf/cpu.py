@@ -711,9 +711,9 @@ def target_lines(results):
         if any(best):
             lines.append(f"- {name} over the fastest peer of each shape: geometric mean "
                          + measured([b.get("geomean") for b in best], ".2f", PEER_TARGETS[goal]) + ", worst "
-                         + measured([b.get("worst") for b in best], ".2f", PEER_TARGETS["worst"]) + " ("
-                         + "; ".join(f"{lab}: {b['worst_shape']} against {b['worst_peer']}"
-                                     for lab, b in zip(labels, best) if b) + ")")
+                         + measured([b.get("worst") for b in best], ".2f", PEER_TARGETS["worst"]) + "; worst at "
+                         + "; ".join(f"{b['worst_shape']} against {b['worst_peer']} ({lab})"
+                                     for lab, b in zip(labels, best) if b))
     for cell in dict.fromkeys(cell for t in ts for cell in t.get("gated", {})):
         gated = [t.get("gated", {}).get(cell, {}) for t in ts]
         lines.append(f"- {cell.upper()} over torch.nn.{cell.upper()}, forward+backward on the training shapes: "

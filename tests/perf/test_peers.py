@@ -117,6 +117,8 @@ def test_suite_times_every_peer_and_our_speedup_over_the_fastest(tmp_path, monke
     assert "forward over the fastest peer of each shape (3 shapes; fastest peer: " in table
     text = headline.headline(headline.load([paths[0]]))
     assert "over the fastest peer of each shape" in text and "| lstm-training | 12, 3, 4 |" in text
+    assert "- forward+backward over the fastest peer of each shape: geometric mean **" in text
+    assert f"; worst at {best['fwd_bwd']['worst_shape']} against {best['fwd_bwd']['worst_peer']} (1 thread)" in text
 
 
 def test_a_missing_peer_is_skipped_and_named(tmp_path, monkeypatch):
