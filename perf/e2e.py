@@ -42,7 +42,8 @@ def add_arguments(parser):
     """The end-to-end suite's options."""
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma list of tasks (default: {','.join(TASKS)})")
     parser.add_argument("--cells", default=",".join(CELLS), help="comma list of cells (default: rnn,gru,lstm)")
-    parser.add_argument("--backends", default="numba,numpy", help="comma list of our backends (default: numba,numpy)")
+    parser.add_argument("--backends", default="", help="comma list of our backends (default: numba and numpy, those "
+                        "available)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="threads for every impl: BLAS, numba and torch (default: all cores)")
     parser.add_argument("--warmup", type=int, default=3)
@@ -559,7 +560,8 @@ def _run_suite(args):
     import rnnbackends
     tasks, cells = _names(args.tasks, TASKS, "task(s)"), _names(args.cells, CELLS, "cell(s)")
     available = [i.name for i in rnnbackends.list_backends() if i.available and i.spec and i.spec.device == "cpu"]
-    names = _names(args.backends, available, "backend(s)")
+    names = _names(args.backends or ",".join(n for n in ("numba", "numpy") if n in available), available,
+                   "backend(s)")
     backends = {name: rnnbackends.get_backend(name) for name in names}
     torch.set_num_threads(args.threads)
     if "numba" in backends:
@@ -585,16 +587,18 @@ def _run_suite(args):
 
 def machine(threads):
     """Versions and thread counts of everything timed."""
-    import numba
     import threadpoolctl
     import torch
 
     import rnnbackends
     blas = [f"{c['internal_api']} {c['version']} ({c['num_threads']} threads)"
             for c in threadpoolctl.threadpool_info() if c["user_api"] == "blas"]
-    return {"numpy": np.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "numba": numba.__version__, "numba_threads": numba.get_num_threads(), "threads": threads, "blas": blas,
-            "rnnbackends": rnnbackends.__version__}
+    info = {"numpy": np.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "threads": threads, "blas": blas, "rnnbackends": rnnbackends.__version__}
+    if "numba" in sys.modules:
+        numba = sys.modules["numba"]
+        info.update(numba=numba.__version__, numba_threads=numba.get_num_threads())
+    return info
 
 
 def targets(rows):
