@@ -70,21 +70,30 @@ def active_kernel(name, xp):
 def embedding_gradient(ids, d_rows, vocab_size, padding_idx=None):
     """dL/dweight (V, D) = Σ over positions n holding word v of d_rows[n]: ids (N,) int, d_rows (N, D).
 
-    NumPy: a stable sort of the ids and one segment sum per distinct word (deterministic, no ufunc.at); other
-    array modules scatter-add.
+    The ids are sorted (stable), then each distinct word's rows are summed: by NumPy's segment sums, or on other
+    array modules as differences of a float64 running sum at the segment ends. Deterministic, no ufunc.at.
     """
     xp = array_module(d_rows)
     grad = xp.zeros((vocab_size, d_rows.shape[1]), dtype=d_rows.dtype)           # (V, D)
+    order = xp.argsort(ids, kind="stable") if xp is np else xp.argsort(ids)
+    sorted_ids, rows = ids[order], d_rows[order]
+    change = sorted_ids[1:] != sorted_ids[:-1]                                  # a new word starts after n
     if xp is np:
-        order = np.argsort(ids, kind="stable")
-        sorted_ids = ids[order]
-        starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-        grad[sorted_ids[starts]] = np.add.reduceat(d_rows[order], starts, axis=0)
+        starts = np.flatnonzero(np.r_[True, change])
+        grad[sorted_ids[starts]] = np.add.reduceat(rows, starts, axis=0)
     else:
-        xp.add.at(grad, ids, d_rows)
+        ends = xp.flatnonzero(xp.concatenate([change, xp.ones(1, dtype=bool)]))   # each word's last row
+        grad[sorted_ids[ends]] = segment_sums(xp, rows, ends).astype(grad.dtype)
     if padding_idx is not None:
         grad[padding_idx] = 0.0
     return grad
+
+
+def segment_sums(xp, rows, ends):
+    """Sums of the consecutive runs of ``rows`` (N, D) that end at the sorted indices ``ends`` (S,) -> (S, D), as
+    differences of a float64 running sum (the generic form of ``np.add.reduceat``)."""
+    totals = xp.cumsum(rows, axis=0, dtype=xp.float64)[ends]                    # Σ up to each run's end
+    return xp.concatenate([totals[:1], totals[1:] - totals[:-1]])
 
 
 class Layer:

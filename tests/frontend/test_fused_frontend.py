@@ -241,3 +241,14 @@ def test_a_step_on_a_backend_owning_its_threads_keeps_blas_at_one_thread_through
         with computing_on(owning):
             assert blas_threads() == 1
         assert blas_threads() == 2
+
+
+def test_segment_sums_by_running_totals_equal_numpy_segment_sums():
+    from rnnbackends.layers import segment_sums
+    rng = np.random.default_rng(6)
+    ids = np.sort(rng.integers(0, 40, 500))
+    rows = rng.standard_normal((500, 7)).astype(np.float32)
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    ends = np.r_[starts[1:] - 1, len(ids) - 1]
+    np.testing.assert_allclose(segment_sums(np, rows, ends), np.add.reduceat(rows, starts, axis=0), rtol=1e-5,
+                               atol=1e-5)
