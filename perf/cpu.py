@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import importlib.metadata
 import json
 import os
 import statistics
@@ -157,8 +158,8 @@ def _peer_names(args):
     if peers.installed("torch") is None:
         raise SystemExit("the CPU suite times torch.nn.RNN as its peer: pip install torch")
     versions = {n: peers.installed(n) for n in dict.fromkeys([PEER, *names])}
-    missing = {n: f"not installed (pip install -e '.[perf]' or pip install {n})" for n, v in versions.items()
-               if v is None}
+    missing = {n: f"not installed (pip install -e '.[perf]' or pip install {' '.join(peers.DISTRIBUTIONS[n])})"
+               for n, v in versions.items() if v is None}
     return {n: v for n, v in versions.items() if v is not None}, missing
 
 
@@ -378,8 +379,8 @@ def _machine(threads, peer_versions, jax_threads):
     if "jax" in peer_versions:
         info.update(jax=peer_versions["jax"], jax_threads=jax_threads, xla_flags=os.environ.get("XLA_FLAGS", ""))
     if "onnxruntime" in peer_versions:
-        info.update(onnxruntime=peer_versions["onnxruntime"], onnxruntime_threads={"intra_op": threads,
-                                                                                   "inter_op": 1})
+        info.update(onnxruntime=peer_versions["onnxruntime"], onnx=importlib.metadata.version("onnx"),
+                    onnxruntime_threads={"intra_op": threads, "inter_op": 1})
     try:
         import numba
         info.update(numba=numba.__version__, numba_threads=numba.get_num_threads(),

@@ -19,13 +19,13 @@ import numpy as np
 PEERS = ("torch", "jax", "onnxruntime")
 FORWARD_ONLY = frozenset({"onnxruntime"})        # ONNX Runtime has no backward of its RNN ops
 TOLERANCE = 2e-3      # largest |peer − reference| over largest |reference|, per output (float32 against float64)
-DISTRIBUTIONS = {"torch": "torch", "jax": "jax", "onnxruntime": "onnxruntime"}
+DISTRIBUTIONS = {"torch": ("torch",), "jax": ("jax",), "onnxruntime": ("onnxruntime", "onnx")}   # what each needs
 
 
 def installed(name):
-    """The installed version of a peer's package, or None."""
+    """The installed version of a peer's package when everything it needs is installed, else None."""
     try:
-        return importlib.metadata.version(DISTRIBUTIONS[name])
+        return [importlib.metadata.version(d) for d in DISTRIBUTIONS[name]][0]
     except importlib.metadata.PackageNotFoundError:
         return None
 
