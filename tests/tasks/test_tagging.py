@@ -170,3 +170,11 @@ def test_resume_after_an_interrupt_repeats_the_uninterrupted_run(tmp_path, monke
     for name in whole_weights:
         np.testing.assert_array_equal(resumed_weights[name], whole_weights[name], err_msg=name)
     assert resumed.value == whole.value
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("numba" not in CPU_BACKENDS, reason="the numba backend is not available")
+def test_a_gru_tagger_with_spellings_beats_the_simple_rnn_on_the_subset():
+    result = tagging.TASK.train(backend="numba", cell="gru", progress=False)
+    assert result.value > 0.915                         # measured 0.9199; the simple RNN 0.9109, the baseline 0.8129
+    assert result.details["oov_accuracy"] > 0.75        # measured 0.764; the baseline 0.340
