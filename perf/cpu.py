@@ -186,8 +186,8 @@ def _run_suite(args):
         input_gemm_ms, _ = runner.time_calls(input_gemm, warmup, repeats, budget)
         impls = {name: contract_passes(backend, p, cell) for name, backend in names_and_backends.items()
                  if cell in backend.capabilities}
-        shape_rows = []
-        impls.update(_checked_peers(peer_versions, p, cell, args.threads, group, shape_rows))
+        shape_rows, reference_errors = [], {}
+        impls.update(_checked_peers(peer_versions, p, cell, args.threads, group, shape_rows, reference_errors))
         medians = {}
         for impl, fns in impls.items():
             for pass_name, fn in zip(runner.PASSES, fns):
@@ -196,6 +196,8 @@ def _run_suite(args):
                 ms, all_ms = runner.time_calls(fn, warmup, repeats, budget)
                 medians[(impl, pass_name)] = ms
                 shape_rows.append(_row(group, H, B, T, p, impl, pass_name, ms, all_ms))
+                if impl in reference_errors:
+                    shape_rows[-1]["reference_error"] = reference_errors[impl]
                 if impl not in peers.PEERS:
                     row = shape_rows[-1]
                     row["peak_bytes"], row["returned_bytes"] = _peak_bytes(fn)
@@ -242,9 +244,9 @@ def _problems(args, rows):
         yield group, H, B, T, cell, problem(H, B, T, args.dtype, cell)
 
 
-def _checked_peers(peer_versions, p, cell, threads, group, shape_rows):
-    """{peer: passes} of every installed peer whose outputs agree with the float64 reference on p; a peer that
-    disagrees is not timed and gets a skipped row naming its largest error."""
+def _checked_peers(peer_versions, p, cell, threads, group, shape_rows, reference_errors):
+    """{peer: passes} of every installed peer whose outputs agree with the float64 reference on p (its largest
+    error into reference_errors); a peer that disagrees is not timed and gets a skipped row naming its error."""
     T, B, _ = p["x"].shape
     H = p["a0"].shape[1]
     reference = peers.reference_outputs(p, cell)
@@ -259,7 +261,7 @@ def _checked_peers(peer_versions, p, cell, threads, group, shape_rows):
                                           f"its largest value (tolerance {peers.TOLERANCE:g})"})
             print(f"[cpu] {name} {cell} H={H} B={B} T={T}: {shape_rows[-1]['skipped']}", file=sys.stderr)
             continue
-        checked[name] = fns
+        checked[name], reference_errors[name] = fns, errors[worst]
     return checked
 
 

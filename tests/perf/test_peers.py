@@ -100,6 +100,7 @@ def test_suite_times_every_peer_and_our_speedup_over_the_fastest(tmp_path, monke
             fastest = min((r for r in same if r["impl"] in peers.PEERS), key=lambda r: r["median_ms"])
             for r in same:
                 assert r["best_peer"] == fastest["impl"]
+                assert (r["impl"] in peers.PEERS) == (0 <= r.get("reference_error", -1) < peers.TOLERANCE)
                 assert r["speedup_vs_best_peer"] == pytest.approx(fastest["median_ms"] / r["median_ms"])
     machine = result["machine"]
     for name in names:
