@@ -30,6 +30,11 @@ class ChainBackend:
 
     xp = np
 
+    def matmul(self, a, b, out=None):
+        """a·b (into out if given): every GEMM around the chain goes through here, so a backend may split them
+        across its own threads."""
+        return self.xp.matmul(a, b, out=out)
+
     def forward_sequence(self, x, state0, w_x, w_a, b_a, *, lengths=None, nonlinearity="tanh", cell="rnn",
                          b_r=None):
         """The cell's chain over t=1..T -> (a (T,B,H), state_n, saved); state is A (B,H), or (A, C) for LSTM."""
@@ -37,7 +42,7 @@ class ChainBackend:
         T, B, D = x.shape
         steps = np.full(B, T, dtype=np.int64) if lengths is None else lengths    # valid steps per row (B,)
         z = xp.empty((T, B, w_x.shape[1]), dtype=x.dtype)                        # X_t·W_X (T, B, G·H)
-        xp.matmul(x.reshape(T * B, D), w_x, out=z.reshape(T * B, -1))            # all steps in one GEMM
+        self.matmul(x.reshape(T * B, D), w_x, out=z.reshape(T * B, -1))          # all steps in one GEMM
         last = (xp.asarray(steps - 1), xp.arange(B))                             # each row's last valid step
         if cell == "rnn":
             bias = b_a if b_r is None else b_a + b_r                             # the simple cell's one bias
@@ -74,10 +79,11 @@ class ChainBackend:
             d_state0 = (d_a0, d_c0)
         a0 = state0[0] if cell == "lstm" else state0
         dz_x_all = dz_x.reshape(T * B, GH)                                       # dZ_X, all steps (T·B, G·H)
-        d_w_x = x.reshape(T * B, D).T @ dz_x_all                                 # Σ X_tᵀ·dZ_X: one GEMM
+        d_w_x = self.matmul(x.reshape(T * B, D).T, dz_x_all)                     # Σ X_tᵀ·dZ_X: one GEMM
         d_b_a = dz_x_all.sum(axis=0)                                             # Σ dZ_X
-        d_x = (dz_x_all @ w_x.T).reshape(T, B, D)                                # dZ_X·W_Xᵀ: one GEMM
-        d_w_a = a[:-1].reshape((T - 1) * B, H).T @ dz_r[1:].reshape((T - 1) * B, GH)  # Σ A_{t-1}ᵀ·dZ_R, t ≥ 2
+        d_x = self.matmul(dz_x_all, w_x.T).reshape(T, B, D)                      # dZ_X·W_Xᵀ: one GEMM
+        d_w_a = self.matmul(a[:-1].reshape((T - 1) * B, H).T,                   # Σ A_{t-1}ᵀ·dZ_R, t ≥ 2
+                            dz_r[1:].reshape((T - 1) * B, GH))
         d_w_a += a0.T @ dz_r[0]                                                  # ... and t = 1 (no copy of a)
         d_b_r = d_b_a.copy() if dz_r is dz_x else dz_r.reshape(T * B, GH).sum(axis=0)   # Σ dZ_R
         return d_x, d_state0, d_w_x, d_w_a, d_b_a, d_b_r

@@ -8,10 +8,12 @@ not depend on the split.
 """
 import importlib.metadata
 import importlib.util
+import os
 
 import numpy as np
 
 from rnnbackends.chain import ChainBackend
+from rnnbackends.dispatch import idle_cores
 
 # Path thresholds, measured forward+backward in float32 on 2 cores (the figures: docs/backends/numba.md, Thresholds).
 # Per-step BLAS from H = 2048 (W_A outgrows the caches; below, the tiles beat OpenBLAS's repacking per call).
@@ -22,6 +24,9 @@ BLAS_STEP_MIN_WORK_THREADED = 1 << 24
 BLAS_STEP_MIN_WORK_WIDE, BLAS_STEP_WIDE_B = 1 << 22, 32
 # Up to this B the per-step product is written transposed, W_Aᵀ·A_{t-1}ᵀ (H, B): 15-50 % faster in OpenBLAS.
 TRANSPOSED_PRODUCT_MAX_B = 32
+# A short call (T·2¹³ < G·H², e.g. one step of generation) takes per-step BLAS against W_A as it is: the tiles'
+# two copies of W_A per call (packed, transposed) would cost more than the steps they speed up.
+SHORT_CALL_STEPS = 1 << 13
 # Batch rows are split across numba's threads from this many multiply-adds per call, and only while NumPy's
 # BLAS runs on one thread: threaded OpenBLAS's idle workers spin ~0.1 s after each GEMM and take our cores.
 PARALLEL_MIN_WORK = 1 << 20
@@ -29,6 +34,10 @@ PARALLEL_MIN_WORK = 1 << 20
 # threads by the work rules above. On one thread (AVX2, loaded machine) tiles and per-step BLAS tied within
 # noise from B = 32 at H = 128-512 and the tiles won 1.3-1.4× at B = 8.
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+# The GEMMs around the chain (X·W_X, dW_X, dX, dW_A) are split into one part per numba thread, each a
+# single-threaded BLAS call on a Python thread (NumPy releases the GIL), from this many multiply-adds; below,
+# one call (the hand-off costs ~20-50 µs).
+GEMM_SPLIT_MIN_WORK = 1 << 22
 # Optional front-end kernels (docs/plugins.md), each one pass where NumPy makes several: frontend_kernels.py.
 FRONTEND_KERNELS = ("softmax_cross_entropy", "embedding_backward", "adam_update")
 
@@ -39,7 +48,8 @@ class NumbaBackend(ChainBackend):
     name = "numba"
     xp = np
     owns_threads = True   # NumPy's BLAS held to one thread during each call (rnnbackends.dispatch)
-    capabilities = frozenset({"rnn", "gru", "lstm", "tanh", "relu", "float32", "float64", "lengths", *FRONTEND_KERNELS})
+    capabilities = frozenset({"rnn", "gru", "lstm", "tanh", "relu", "float32", "float64", "lengths", "matmul",
+                              *FRONTEND_KERNELS})
 
     @classmethod
     def availability(cls):
@@ -54,12 +64,40 @@ class NumbaBackend(ChainBackend):
     def __init__(self):
         from threadpoolctl import ThreadpoolController
 
+        # Waiting workers sleep rather than spin: a call is split once, so one wake-up per call costs nothing, and a
+        # spinning worker would burn the core that other work (or a busy machine's next thread) needs.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from . import kernels  # imports numba; each kernel compiles on first use and is cached on disk
         self.kernels = kernels
         from . import frontend_kernels
         for name in FRONTEND_KERNELS:
             setattr(self, name, getattr(frontend_kernels, name))
         self.blas = ThreadpoolController().select(user_api="blas").lib_controllers   # NumPy's BLAS
+        self.pools = {}                                                          # threads of split GEMMs, by count
+
+    def matmul(self, a, b, out=None):
+        """a·b (into out): with NumPy's BLAS on one thread, split along the longer side of the result across
+        numba's thread count, one single-threaded BLAS call per part, so the GEMMs use the threads the chain uses."""
+        import numba
+        (M, K), N = a.shape, b.shape[1]
+        parts = min(numba.get_num_threads(), idle_cores())
+        if parts < 2 or M * N * K < GEMM_SPLIT_MIN_WORK or self.blas_threads() > 1:
+            return np.matmul(a, b, out=out)
+        if out is None:
+            out = np.empty((M, N), dtype=np.result_type(a, b))
+        rows = M >= N                                                            # split a's rows, else b's columns
+        cuts = [(M if rows else N) * i // parts for i in range(parts + 1)]
+        pieces = [(a[lo:hi], b, out[lo:hi]) if rows else (a, b[:, lo:hi], out[:, lo:hi])
+                  for lo, hi in zip(cuts[:-1], cuts[1:])]
+        pool = self.pools.get(parts)
+        if pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            pool = self.pools[parts] = ThreadPoolExecutor(parts - 1, thread_name_prefix="rnnbackends-gemm")
+        waiting = [pool.submit(np.matmul, *piece[:2], out=piece[2]) for piece in pieces[1:]]
+        np.matmul(*pieces[0][:2], out=pieces[0][2])
+        for future in waiting:
+            future.result()
+        return out
 
     def blas_threads(self):
         """Threads NumPy's BLAS uses now (1 under threadpoolctl limits such as the CLI's)."""
@@ -68,9 +106,9 @@ class NumbaBackend(ChainBackend):
     def _plan(self, T, B, H, G=1):
         """(per-step BLAS?, threads sharing the batch rows) for a call of this shape, G gates per cell."""
         import numba
-        threads, blas_threaded = numba.get_num_threads(), self.blas_threads() > 1
+        threads, blas_threaded = min(numba.get_num_threads(), idle_cores()), self.blas_threads() > 1
         work = B * H * G * H                                                     # multiply-adds per step
-        if G * H * H >= BLAS_STEP_MIN_H ** 2 or blas_threaded and (
+        if G * H * H >= BLAS_STEP_MIN_H ** 2 or T * SHORT_CALL_STEPS < G * H * H or blas_threaded and (
                 work >= BLAS_STEP_MIN_WORK_THREADED or B >= BLAS_STEP_WIDE_B and work >= BLAS_STEP_MIN_WORK_WIDE):
             return True, 1
         if blas_threaded or T * work < PARALLEL_MIN_WORK:
@@ -89,7 +127,7 @@ class NumbaBackend(ChainBackend):
         relu = nonlinearity == "relu"
         blas, chunks = self._plan(T, B, H)
         if blas:
-            z_rec, product = recurrent_product(k, w_a, B, a.dtype)               # A_{t-1}·W_A (B, H)
+            z_rec, product = recurrent_product(k, w_a, T, B, a.dtype)            # A_{t-1}·W_A (B, H)
             for t in range(T):
                 product(a0 if t == 0 else a[t - 1])
                 k.forward_step_finish(a[t], z_rec, b_a, steps, t, relu)
@@ -110,7 +148,7 @@ class NumbaBackend(ChainBackend):
         dz = np.empty_like(a)                                                    # dL/dZ_t (T, B, H)
         blas, chunks = self._plan(T, B, H)
         if blas:
-            d_next, product = recurrent_product(k, w_a.T, B, a.dtype)            # dZ_{t+1}·W_Aᵀ (B, H)
+            d_next, product = recurrent_product(k, w_a.T, T, B, a.dtype)         # dZ_{t+1}·W_Aᵀ (B, H)
             for t in range(T - 1, -1, -1):
                 k.backward_step_start(dz[t], d_a[t], d_a_n, d_next, a[t], steps, t, relu, 0, B)
                 product(dz[t])
@@ -132,7 +170,7 @@ class NumbaBackend(ChainBackend):
         z_rn = np.empty((T, B, H), dtype=z.dtype)                                # A_{t-1}·W_An + b_Rn
         blas, chunks = self._plan(T, B, H, 3)
         if blas:
-            rec, product = recurrent_product(k, w_a, B, z.dtype)                 # A_{t-1}·W_A (B, 3H)
+            rec, product = recurrent_product(k, w_a, T, B, z.dtype)              # A_{t-1}·W_A (B, 3H)
             for t in range(T):
                 prev = a0 if t == 0 else a[t - 1]
                 product(prev)
@@ -155,7 +193,7 @@ class NumbaBackend(ChainBackend):
         carry = np.zeros((B, H), dtype=a.dtype)                                  # u ⊙ dL/dA_t, into dL/dA_{t-1}
         blas, chunks = self._plan(T, B, H, 3)
         if blas:
-            d_next, product = recurrent_product(k, w_a.T, B, a.dtype)            # dZ_R,t+1·W_Aᵀ (B, H)
+            d_next, product = recurrent_product(k, w_a.T, T, B, a.dtype)         # dZ_R,t+1·W_Aᵀ (B, H)
             for t in range(T - 1, -1, -1):
                 k.gru_backward_step(dz_x[t], dz_r[t], carry, d_next, d_a[t], d_a_n, gates[t], z_rn[t],
                                     a0 if t == 0 else a[t - 1], steps, t, 0, B)
@@ -180,7 +218,7 @@ class NumbaBackend(ChainBackend):
         bias = b_a + b_r                                                         # b_A + b_R (4H,)
         blas, chunks = self._plan(T, B, H, 4)
         if blas:
-            rec, product = recurrent_product(k, w_a, B, z.dtype)                 # A_{t-1}·W_A (B, 4H)
+            rec, product = recurrent_product(k, w_a, T, B, z.dtype)              # A_{t-1}·W_A (B, 4H)
             for t in range(T):
                 product(a0 if t == 0 else a[t - 1])
                 k.lstm_step(z[t], a[t], c[t], c0 if t == 0 else c[t - 1], rec, bias, steps, t, 0, B)
@@ -203,7 +241,7 @@ class NumbaBackend(ChainBackend):
         carry_c = np.zeros((B, H), dtype=a.dtype)                                # dL/dC_t arriving at step t
         blas, chunks = self._plan(T, B, H, 4)
         if blas:
-            d_next, product = recurrent_product(k, w_a.T, B, a.dtype)            # dZ_t+1·W_Aᵀ (B, H)
+            d_next, product = recurrent_product(k, w_a.T, T, B, a.dtype)         # dZ_t+1·W_Aᵀ (B, H)
             for t in range(T - 1, -1, -1):
                 k.lstm_backward_step(dz[t], carry_c, d_next, d_a[t], d_a_n, d_c_n, gates[t], c[t],
                                       c0 if t == 0 else c[t - 1], steps, t, 0, B)
@@ -220,13 +258,17 @@ class NumbaBackend(ChainBackend):
         return dz, dz, np.ascontiguousarray(d_next), carry_c
 
 
-def recurrent_product(kernels, w, B, dtype):
-    """(out (B, H), product(p) writing p·w into out) for the per-step BLAS path; w (H, H) C-contiguous or a
-    transpose of one (W_A forward, W_Aᵀ backward). Up to TRANSPOSED_PRODUCT_MAX_B rows BLAS writes wᵀ·pᵀ (H, B)
-    and out is its transposed view; above, it reads a contiguous w (13-23 % faster than a transposed view)."""
-    H = w.shape[1]
+def recurrent_product(kernels, w, T, B, dtype):
+    """(out (B, N), product(p) writing p·w into out) for the per-step BLAS path; w (K, N) C-contiguous or a
+    transpose of one (W_A forward, W_Aᵀ backward). A short call (see SHORT_CALL_STEPS) multiplies by w as given,
+    copying nothing. Otherwise, up to TRANSPOSED_PRODUCT_MAX_B rows BLAS writes wᵀ·pᵀ (N, B) and out is its
+    transposed view; above, it reads a contiguous w (13-23 % faster than a transposed view)."""
+    N = w.shape[1]
+    if T * SHORT_CALL_STEPS < w.size:
+        out = np.zeros((B, N), dtype=dtype)
+        return out, lambda p: np.matmul(p, w, out=out)
     if B <= TRANSPOSED_PRODUCT_MAX_B:
-        w_t, out_t = kernels.contiguous(w.T), np.zeros((H, B), dtype=dtype)
+        w_t, out_t = kernels.contiguous(w.T), np.zeros((N, B), dtype=dtype)
         return out_t.T, lambda p: np.matmul(w_t, p.T, out=out_t)
-    w, out = kernels.contiguous(w), np.zeros((B, H), dtype=dtype)
+    w, out = kernels.contiguous(w), np.zeros((B, N), dtype=dtype)
     return out, lambda p: np.matmul(p, w, out=out)

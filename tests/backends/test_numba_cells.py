@@ -24,7 +24,8 @@ SPLIT_NEVER = {"PARALLEL_MIN_WORK": 10**18}
 PATHS = {"blocked": dict(BLAS_NEVER, **SPLIT_NEVER),
          "blocked-parallel": dict(BLAS_NEVER, PARALLEL_MIN_WORK=0),
          "blas-step": dict(SPLIT_NEVER, BLAS_STEP_MIN_H=0, TRANSPOSED_PRODUCT_MAX_B=0),
-         "blas-step-transposed": dict(SPLIT_NEVER, BLAS_STEP_MIN_H=0, TRANSPOSED_PRODUCT_MAX_B=10**9)}
+         "blas-step-transposed": dict(SPLIT_NEVER, BLAS_STEP_MIN_H=0, TRANSPOSED_PRODUCT_MAX_B=10**9),
+         "blas-step-short": dict(SPLIT_NEVER, SHORT_CALL_STEPS=0)}                # W_A as given, nothing copied
 
 
 def backend_on(path, monkeypatch):
@@ -32,6 +33,7 @@ def backend_on(path, monkeypatch):
     for name, value in PATHS[path].items():
         monkeypatch.setattr(numba_backend, name, value)
     monkeypatch.setattr(numba_backend.NumbaBackend, "blas_threads", lambda self: 1)   # rows split only then
+    monkeypatch.setattr(numba_backend, "idle_cores", lambda: 2)                     # however busy the machine is
     return numba_backend.NumbaBackend()
 
 
@@ -102,8 +104,9 @@ def test_capabilities_and_paths_name_the_cells(cell, monkeypatch):
     """The backend declares the three cells; a gated cell counts its G gates' work in the path choice."""
     backend = numba_backend.NumbaBackend()
     assert {"rnn", "gru", "lstm"} <= backend.capabilities
-    assert backend.path(8, 1, 1200, cell) == "blas-step"                    # G·H² ≥ 2048²
-    assert backend.path(8, 1, 1200, "rnn") != "blas-step"
+    assert backend.path(1000, 1, 1200, cell) == "blas-step"                 # G·H² ≥ 2048²
+    assert backend.path(1000, 1, 1200, "rnn") != "blas-step"
+    assert backend.path(1, 1, 64, cell) == "blas-step" and backend.path(1, 1, 64, "rnn") != "blas-step"  # short
     monkeypatch.setattr(backend, "blas_threads", lambda: 2)
     assert backend.path(64, 32, 256, cell) == "blas-step" and backend.path(64, 32, 256, "rnn") == "blocked"
 

@@ -58,6 +58,7 @@ def run_paths(dtype, nonlinearity, monkeypatch, T=9, B=11, D=4, H=70):
     monkeypatch.setattr(numba_backend, "BLAS_STEP_MIN_WORK_THREADED", 10**18)
     monkeypatch.setattr(numba_backend, "BLAS_STEP_MIN_WORK_WIDE", 10**18)
     monkeypatch.setattr(numba_backend.NumbaBackend, "blas_threads", lambda self: 1)   # rows split only then
+    monkeypatch.setattr(numba_backend, "idle_cores", lambda: 2)                     # however busy the machine is
     for min_work in (10**18, 0):                                # serial, then rows split across threads
         monkeypatch.setattr(numba_backend, "PARALLEL_MIN_WORK", min_work)
         backend = numba_backend.NumbaBackend()
@@ -96,9 +97,10 @@ def test_per_step_blas_follows_the_blas_thread_count(monkeypatch):
     backend = numba_backend.NumbaBackend()
     with threadpool_limits(1, user_api="blas"):
         assert backend.blas_threads() == 1
-        assert backend.path(64, 64, 1024).startswith("blocked") and backend.path(8, 1, 2048) == "blas-step"
+        assert backend.path(256, 64, 1024).startswith("blocked") and backend.path(1024, 1, 2048) == "blas-step"
+        assert backend.path(8, 1, 1024) == "blas-step"            # a short call: T·2¹³ < H², no copies of W_A
     monkeypatch.setattr(backend, "blas_threads", lambda: 2)
-    assert backend.path(64, 16, 1024) == "blas-step" and backend.path(64, 8, 1024) == "blocked"
+    assert backend.path(256, 16, 1024) == "blas-step" and backend.path(256, 8, 1024) == "blocked"
     assert backend.path(64, 32, 512) == "blas-step" and backend.path(64, 16, 512) == "blocked"
     assert backend.path(64, 32, 256) == "blocked"
 
@@ -109,9 +111,46 @@ def test_rows_split_across_threads_early_when_blas_has_one_thread(monkeypatch):
     import numba
     backend = numba_backend.NumbaBackend()
     monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(numba_backend, "idle_cores", lambda: 2)
     monkeypatch.setattr(backend, "blas_threads", lambda: 1)
     assert backend.path(96, 32, 32) == "blocked, 2 threads"                  # 96·32·32² ≈ 2²¹·⁶
     assert backend.path(96, 8, 32) == "blocked"                              # one block of 8 rows
     assert backend.path(16, 16, 32) == "blocked"                             # 2¹⁸
     monkeypatch.setattr(backend, "blas_threads", lambda: 2)
     assert backend.path(96, 32, 32) == "blocked"
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_split_gemms_equal_one_blas_call(threads, monkeypatch):
+    """The GEMMs around the chain split across threads (rows of the result, or its columns when it is wider) give
+    NumPy's product, into a given out or a new array, for every operand layout the chain host passes."""
+    import numba
+    from threadpoolctl import threadpool_limits
+    backend = numba_backend.NumbaBackend()
+    monkeypatch.setattr(numba_backend, "GEMM_SPLIT_MIN_WORK", 0)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: threads)
+    monkeypatch.setattr(numba_backend, "idle_cores", lambda: threads)
+    rng = np.random.default_rng(0)
+    x, w, dz = rng.standard_normal((45, 7)), rng.standard_normal((7, 30)), rng.standard_normal((45, 30))
+    with threadpool_limits(1, user_api="blas"):
+        out = np.empty((45, 30))
+        assert backend.matmul(x, w, out=out) is out                                    # X·W_X, rows split
+        np.testing.assert_allclose(out, x @ w, rtol=1e-13)
+        np.testing.assert_allclose(backend.matmul(x.T, dz), x.T @ dz, rtol=1e-13)      # dW_X: columns split
+        np.testing.assert_allclose(backend.matmul(dz, w.T), dz @ w.T, rtol=1e-13)      # dX, transposed operand
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_short_call_path_matches_the_blocked_kernels(nonlinearity, monkeypatch):
+    """A short call's per-step BLAS against W_A as given (W_Aᵀ as a view in backward) gives the tiles' results."""
+    (x, a0, w_x, w_a, b_a), lengths = make_case(3, 5, 4, 9, "float64", lengths=[3, 1, 2, 3, 2])
+    d_a = np.random.default_rng(1).standard_normal((3, 5, 9))
+    results = []
+    for short_steps in (0, 10**9):                              # every call short, then none
+        monkeypatch.setattr(numba_backend, "SHORT_CALL_STEPS", short_steps)
+        backend = numba_backend.NumbaBackend()
+        assert (backend.path(3, 5, 9) == "blas-step") == (short_steps == 0)
+        a, a_n, saved = backend.forward_sequence(x, a0, w_x, w_a, b_a, lengths=lengths, nonlinearity=nonlinearity)
+        results.append((a, a_n) + tuple(backend.backward_sequence(saved, d_a, a_n)))
+    for short, blocked in zip(*results):
+        np.testing.assert_allclose(short, blocked, rtol=1e-12, atol=1e-14)
