@@ -34,7 +34,6 @@ DATA = {"sentiment": "UCI Sentiment Labelled Sentences: 2,400 train / 300 val / 
         "textgen": "tiny Shakespeare, first 90 % / last 10 % of 1,115,394 chars",
         "translation": "Tatoeba en→es, first 40k pairs (≤ 11 English tokens): 37k train / 1k val / 2k test",
         "speech": "spoken digit strings (eSpeak NG), 800 utterances; test voices never heard"}
-VARIANT_DATA = {"tagging-full": "UD English-EWT: full train (12,543 sentences, `rnnbackends data fetch`) / dev / test"}
 EXAMPLE_LINES = 8                                   # of each record's examples on the page
 BEGIN, END = "<!-- seqtasks:begin -->", "<!-- seqtasks:end -->"
 
@@ -107,8 +106,12 @@ def baseline(record):
 def data(record):
     """The data and split as the table shows them (translation's deduplicated split from its record)."""
     details = record.get("details", {})
+    if record["task"] == "tagging" and "train_sentences" in details:
+        part = "full train" if record["variant"] == "full" else "train subset"
+        return (f"UD English-EWT: {part} ({details['train_sentences']:,} sentences) / dev / test "
+                f"({details['test_words']:,} words)")
     if record["variant"]:
-        return VARIANT_DATA.get(f"{record['task']}-{record['variant']}", f"{DATA[record['task']]}, {record['variant']}")
+        return f"{DATA[record['task']]}, {record['variant']}"
     if record["task"] == "translation" and "duplicates_removed" in details:
         return (f"Tatoeba en→es, first 40k pairs less {details['duplicates_removed']:,} duplicates: "
                 f"{details['train_pairs']:,} train / {details['validation_pairs']:,} val / "

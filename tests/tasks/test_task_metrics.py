@@ -29,7 +29,8 @@ def test_table_rows_from_full_and_bare_records_between_the_markers(tmp_path, cap
     write(tmp_path, "sentiment.json", {"task": "sentiment", "backend": "numba", "metric": "test accuracy",
                                        "value": 0.87, "baseline": 0.85, "higher_is_better": True, "seconds": 60.0})
     write(tmp_path, "tagging-full-lstm.json", {"task": "tagging", "backend": "numba", "metric": "UPOS accuracy",
-                                               "value": 0.941, "baseline": 0.85, "higher_is_better": True})
+                                               "value": 0.941, "baseline": 0.85, "higher_is_better": True,
+                                               "details": {"train_sentences": 12544, "test_words": 25094}})
     write(tmp_path, "translation-earlier-numba-build.json", {"task": "translation"})     # not a TASK-CELL record
     page = tmp_path / "index.md"
     page.write_text("# Tasks\n<!-- seqtasks:begin -->\nold table\n<!-- seqtasks:end -->\nafter\n", encoding="utf-8")
@@ -41,7 +42,7 @@ def test_table_rows_from_full_and_bare_records_between_the_markers(tmp_path, cap
                                                      ["| tagging (full)", "lstm"]]
     assert "**0.867**; 10-fold CV 0.848 ± 0.025" in rows[1] and "10-fold CV 0.823 ± 0.025" in rows[1]
     assert rows[1].endswith("| 14.8 min |") and rows[0].endswith("| 1.0 min |") and rows[2].endswith("not recorded |")
-    assert "full train" in rows[2] and "0.61 positive  Good!" in text
+    assert "full train (12,544 sentences) / dev / test (25,094 words)" in rows[2] and "0.61 positive  Good!" in text
     capsys.readouterr()
 
 
