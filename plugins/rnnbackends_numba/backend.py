@@ -24,9 +24,9 @@ BLAS_STEP_MIN_WORK_THREADED = 1 << 24
 BLAS_STEP_MIN_WORK_WIDE, BLAS_STEP_WIDE_B = 1 << 22, 32
 # Up to this B the per-step product is written transposed, W_Aᵀ·A_{t-1}ᵀ (H, B): 15-50 % faster in OpenBLAS.
 TRANSPOSED_PRODUCT_MAX_B = 32
-# A short call (T·2¹³ < G·H², e.g. one step of generation) takes per-step BLAS against W_A as it is: the tiles'
-# two copies of W_A per call (packed, transposed) would cost more than the steps they speed up.
-SHORT_CALL_STEPS = 1 << 13
+# A short call (T·B·2¹³ < G·H², e.g. one step of generation) takes per-step BLAS against W_A as it is: the tiles'
+# two copies of W_A per call (packed, transposed) would cost more than the few rows' steps they speed up.
+SHORT_CALL_ROWS = 1 << 13
 # Batch rows are split across numba's threads from this many multiply-adds per call, and only while NumPy's
 # BLAS runs on one thread: threaded OpenBLAS's idle workers spin ~0.1 s after each GEMM and take our cores.
 PARALLEL_MIN_WORK = 1 << 20
@@ -108,7 +108,7 @@ class NumbaBackend(ChainBackend):
         import numba
         threads, blas_threaded = min(numba.get_num_threads(), idle_cores()), self.blas_threads() > 1
         work = B * H * G * H                                                     # multiply-adds per step
-        if G * H * H >= BLAS_STEP_MIN_H ** 2 or T * SHORT_CALL_STEPS < G * H * H or blas_threaded and (
+        if G * H * H >= BLAS_STEP_MIN_H ** 2 or T * B * SHORT_CALL_ROWS < G * H * H or blas_threaded and (
                 work >= BLAS_STEP_MIN_WORK_THREADED or B >= BLAS_STEP_WIDE_B and work >= BLAS_STEP_MIN_WORK_WIDE):
             return True, 1
         if blas_threaded or T * work < PARALLEL_MIN_WORK:
@@ -260,11 +260,11 @@ class NumbaBackend(ChainBackend):
 
 def recurrent_product(kernels, w, T, B, dtype):
     """(out (B, N), product(p) writing p·w into out) for the per-step BLAS path; w (K, N) C-contiguous or a
-    transpose of one (W_A forward, W_Aᵀ backward). A short call (see SHORT_CALL_STEPS) multiplies by w as given,
+    transpose of one (W_A forward, W_Aᵀ backward). A short call (SHORT_CALL_ROWS) multiplies by w as given,
     copying nothing. Otherwise, up to TRANSPOSED_PRODUCT_MAX_B rows BLAS writes wᵀ·pᵀ (N, B) and out is its
     transposed view; above, it reads a contiguous w (13-23 % faster than a transposed view)."""
     N = w.shape[1]
-    if T * SHORT_CALL_STEPS < w.size:
+    if T * B * SHORT_CALL_ROWS < w.size:
         out = np.zeros((B, N), dtype=dtype)
         return out, lambda p: np.matmul(p, w, out=out)
     if B <= TRANSPOSED_PRODUCT_MAX_B:

@@ -25,7 +25,7 @@ PATHS = {"blocked": dict(BLAS_NEVER, **SPLIT_NEVER),
          "blocked-parallel": dict(BLAS_NEVER, PARALLEL_MIN_WORK=0),
          "blas-step": dict(SPLIT_NEVER, BLAS_STEP_MIN_H=0, TRANSPOSED_PRODUCT_MAX_B=0),
          "blas-step-transposed": dict(SPLIT_NEVER, BLAS_STEP_MIN_H=0, TRANSPOSED_PRODUCT_MAX_B=10**9),
-         "blas-step-short": dict(SPLIT_NEVER, SHORT_CALL_STEPS=0)}                # W_A as given, nothing copied
+         "blas-step-short": dict(SPLIT_NEVER, SHORT_CALL_ROWS=0)}                # W_A as given, nothing copied
 
 
 def backend_on(path, monkeypatch):

@@ -98,7 +98,7 @@ def test_per_step_blas_follows_the_blas_thread_count(monkeypatch):
     with threadpool_limits(1, user_api="blas"):
         assert backend.blas_threads() == 1
         assert backend.path(256, 64, 1024).startswith("blocked") and backend.path(1024, 1, 2048) == "blas-step"
-        assert backend.path(8, 1, 1024) == "blas-step"            # a short call: T·2¹³ < H², no copies of W_A
+        assert backend.path(8, 1, 1024) == "blas-step"            # a short call: T·B·2¹³ < H², no copies of W_A
     monkeypatch.setattr(backend, "blas_threads", lambda: 2)
     assert backend.path(256, 16, 1024) == "blas-step" and backend.path(256, 8, 1024) == "blocked"
     assert backend.path(64, 32, 512) == "blas-step" and backend.path(64, 16, 512) == "blocked"
@@ -147,7 +147,7 @@ def test_short_call_path_matches_the_blocked_kernels(nonlinearity, monkeypatch):
     d_a = np.random.default_rng(1).standard_normal((3, 5, 9))
     results = []
     for short_steps in (0, 10**9):                              # every call short, then none
-        monkeypatch.setattr(numba_backend, "SHORT_CALL_STEPS", short_steps)
+        monkeypatch.setattr(numba_backend, "SHORT_CALL_ROWS", short_steps)
         backend = numba_backend.NumbaBackend()
         assert (backend.path(3, 5, 9) == "blas-step") == (short_steps == 0)
         a, a_n, saved = backend.forward_sequence(x, a0, w_x, w_a, b_a, lengths=lengths, nonlinearity=nonlinearity)
