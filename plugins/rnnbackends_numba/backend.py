@@ -80,8 +80,10 @@ class NumbaBackend(ChainBackend):
         numba's thread count, one single-threaded BLAS call per part, so the GEMMs use the threads the chain uses."""
         import numba
         (M, K), N = a.shape, b.shape[1]
+        if M * N * K < GEMM_SPLIT_MIN_WORK or numba.get_num_threads() < 2 or self.blas_threads() > 1:
+            return np.matmul(a, b, out=out)                                      # the checks cheapest first
         parts = min(numba.get_num_threads(), idle_cores())
-        if parts < 2 or M * N * K < GEMM_SPLIT_MIN_WORK or self.blas_threads() > 1:
+        if parts < 2:
             return np.matmul(a, b, out=out)
         if out is None:
             out = np.empty((M, N), dtype=np.result_type(a, b))
@@ -106,14 +108,15 @@ class NumbaBackend(ChainBackend):
     def _plan(self, T, B, H, G=1):
         """(per-step BLAS?, threads sharing the batch rows) for a call of this shape, G gates per cell."""
         import numba
-        threads, blas_threaded = min(numba.get_num_threads(), idle_cores()), self.blas_threads() > 1
+        threads, blas_threaded = numba.get_num_threads(), self.blas_threads() > 1
         work = B * H * G * H                                                     # multiply-adds per step
         if G * H * H >= BLAS_STEP_MIN_H ** 2 or T * B * SHORT_CALL_ROWS < G * H * H or blas_threaded and (
                 work >= BLAS_STEP_MIN_WORK_THREADED or B >= BLAS_STEP_WIDE_B and work >= BLAS_STEP_MIN_WORK_WIDE):
             return True, 1
         if blas_threaded or T * work < PARALLEL_MIN_WORK:
             return False, 1
-        return False, max(1, min(threads, -(-B // self.kernels.ROWS)))
+        chunks = min(threads, -(-B // self.kernels.ROWS))
+        return False, min(chunks, idle_cores()) if chunks > 1 else 1            # idle cores read only when it matters
 
     def path(self, T, B, H, cell="rnn"):
         """Which kernel path a call of this shape takes (for perf reports)."""
