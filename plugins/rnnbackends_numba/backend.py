@@ -73,7 +73,7 @@ class NumbaBackend(ChainBackend):
         for name in FRONTEND_KERNELS:
             setattr(self, name, getattr(frontend_kernels, name))
         self.blas = ThreadpoolController().select(user_api="blas").lib_controllers   # NumPy's BLAS
-        self.pools = {}                                                          # threads of split GEMMs, by count
+        self.pools = {}                                                  # threads of split GEMMs, by process and count
 
     def matmul(self, a, b, out=None):
         """a·b (into out): with NumPy's BLAS on one thread, split along the longer side of the result across
@@ -91,10 +91,11 @@ class NumbaBackend(ChainBackend):
         cuts = [(M if rows else N) * i // parts for i in range(parts + 1)]
         pieces = [(a[lo:hi], b, out[lo:hi]) if rows else (a, b[:, lo:hi], out[:, lo:hi])
                   for lo, hi in zip(cuts[:-1], cuts[1:])]
-        pool = self.pools.get(parts)
+        key = (os.getpid(), parts)                                               # a forked child starts its own
+        pool = self.pools.get(key)
         if pool is None:
             from concurrent.futures import ThreadPoolExecutor
-            pool = self.pools[parts] = ThreadPoolExecutor(parts - 1, thread_name_prefix="rnnbackends-gemm")
+            pool = self.pools[key] = ThreadPoolExecutor(parts - 1, thread_name_prefix="rnnbackends-gemm")
         waiting = [pool.submit(np.matmul, *piece[:2], out=piece[2]) for piece in pieces[1:]]
         np.matmul(*pieces[0][:2], out=pieces[0][2])
         for future in waiting:
