@@ -32,6 +32,8 @@ HYPERPARAMETERS = {"none": dict(embed_dim=128, hidden_size=256),                
 TRAINING = {"none": dict(lr=0.002, batch_size=64, epochs=8, clip_norm=5.0, reverse_source=True),
             "luong": dict(lr=0.002, batch_size=64, epochs=8, clip_norm=5.0, reverse_source=False)}
 VOCABULARY = dict(source_min_count=2, target_max_words=4000)
+GRU_CELL = Option(CELL.name, CELL.help + " (translation: gru by default, the best of the three here)", "gru",
+                  CELL.choices)
 ATTENTION = Option("attention", "translation: 'luong' attends over a bidirectional encoder's states; 'none' is the "
                    "lecture's encoder-decoder (the last state alone)", "luong", ("luong", "none"))
 DECODING = dict(beam_size=5, alpha=1.0, max_steps=20)
@@ -184,10 +186,10 @@ class Translation(Task):
     metric = f"test BLEU (beam {DECODING['beam_size']})"
     higher_is_better = True
     baselines = ("copy the source",)
-    options = (CELL, ATTENTION)
+    options = (GRU_CELL, ATTENTION)
 
     def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
-              log=None, cell="rnn", attention="luong"):
+              log=None, cell="gru", attention="luong"):
         """Train with teacher forcing; report test BLEU and chrF of greedy and beam-search decoding against copying."""
         started, cpu_started = time.perf_counter(), time.process_time()
         training = TRAINING[attention]
@@ -248,7 +250,7 @@ class Translation(Task):
         shown = [(d.pairs[i][0], beam[n], d.pairs[i][1]) for n, i in enumerate(d.test[:8])]
         plot_series = {}
         if isinstance(model, AttentionTranslator):
-            plot_series = attention_map(model, d, EXAMPLES[0], examples[0])
+            plot_series = attention_map(model, d, EXAMPLES[0])
         return TaskResult(task=self.name, backend=model.backend.name, metric=self.metric,
                           value=bleu(beam, references), baselines={"copy the source": bleu(copies, references)},
                           higher_is_better=True, histories=histories, seconds=time.perf_counter() - started,
@@ -280,13 +282,16 @@ class Translation(Task):
         plot_translation(result, path)
 
 
-def attention_map(model, d, english, spanish):
-    """What the attention plot shows: the source and output words and α (T, S) while the model reads its own output."""
+def attention_map(model, d, english):
+    """What the attention plot shows: the source words, the beam-search output and α (T, S) while the model reads
+    its own output."""
     source_tokens = d.tokenizer(english)
-    target_tokens = d.tokenizer(spanish)
-    target_in = [d.target_vocabulary.index[START]] + d.target_vocabulary.encode(target_tokens)
-    weights = model.attention_weights(encode_source(d.source_vocabulary, source_tokens, d.reverse), target_in)
-    return {"source": source_tokens, "target": target_tokens + [END], "weights": weights.tolist()}
+    source = encode_source(d.source_vocabulary, source_tokens, d.reverse)
+    start, end = d.target_vocabulary.index[START], d.target_vocabulary.index[END]
+    ids, _ = model.translate(np.array(source)[:, None], np.array([len(source)]), start, end, DECODING["max_steps"],
+                             DECODING["beam_size"], DECODING["alpha"])
+    weights = model.attention_weights(source, [start] + ids[0])
+    return {"source": source_tokens, "target": d.target_vocabulary.decode(ids[0]) + [END], "weights": weights.tolist()}
 
 
 def plot_translation(result, path):
