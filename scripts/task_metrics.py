@@ -89,7 +89,8 @@ def baseline(record):
     if record["task"] == "tagging" and "baseline_oov_accuracy" in details:
         return f"{record['baseline']:.4f} most frequent tag (OOV {details['baseline_oov_accuracy']:.3f})"
     if not baselines:                                                # a bare --metrics-out record
-        return f"{record['baseline']:.4g}"
+        names = get_task(record["task"]).baselines
+        return f"{record['baseline']:.3f} {names[0] if len(names) == 1 else 'better of ' + ' and '.join(names)}"
     pick = max if record["higher_is_better"] else min
     name = pick(baselines, key=baselines.get)
     scores = details.get("scores (RMSE, MAE)", {})
@@ -120,8 +121,11 @@ def data(record):
 
 
 def minutes(record):
-    """The training time as the table shows it (a bare --metrics-out record has none)."""
-    return f"{record['seconds'] / 60:.1f} min" if "seconds" in record else "not recorded"
+    """The training time as the table shows it: the training's wall time where the record has it apart from
+    ``seconds`` (which is an evaluation's when the record comes from ``evaluate``)."""
+    seconds = record.get("training_wall_seconds", record.get("details", {}).get("training_wall_seconds",
+                                                                                 record.get("seconds")))
+    return "not recorded" if seconds is None else f"{seconds / 60:.1f} min"
 
 
 def markdown(records):
@@ -136,7 +140,9 @@ def markdown(records):
     lines.append("Training times are the wall-clock time of the whole run (reading data, training, evaluating, "
                  "decoding the test set; for sentiment also the cross-validation's ten extra trainings) on a 2-core "
                  "machine shared with other jobs, with BLAS and Numba on one thread each (oversubscribed threads "
-                 "made these runs about 10× slower).")
+                 "made these runs about 10× slower); the machine's load average was 10–20 during today's runs. "
+                 "Where a record keeps the training's own wall time apart (runs scored afterwards with `evaluate`, "
+                 "some stopped early under that load; see each task's page), that is the time shown.")
     for r in records:
         if not r.get("examples"):
             continue
