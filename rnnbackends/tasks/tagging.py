@@ -41,7 +41,8 @@ def read_conllu(path):
             if tokens:
                 sentences.append(([t["form"] for t in tokens], [t["upos"] for t in tokens]))
     except conllu.exceptions.ParseException as exc:
-        raise ValueError(f"{path}: not CoNLL-U ({exc})") from None
+        raise ValueError(f"{path}: not CoNLL-U ({exc}); give a CoNLL-U file (10 TAB-separated columns per token "
+                         "line) or the ud-english-ewt folder of `rnnbackends data fetch`") from None
     if not sentences:
         raise ValueError(f"{path}: no sentences (expected CoNLL-U: 10 TAB-separated columns per token line)")
     for words, tags in sentences:

@@ -73,7 +73,7 @@ CASES = [
     *[(f"data-missing-{task}", ["train", task, "--data", "{tmp}/nothing-here"], None, "no such file or folder")
       for task in (S, T, E, G, R)],
     *[(f"data-folder-{task}", ["train", task, "--data", "{tmp}"], None, "is a folder") for task in (T, G, R)],
-    ("data-file-tagging", ["train", E, "--data", "{bad}/series-text.csv"], None, "is a file"),
+    ("data-file-tagging", ["train", E, "--data", "{bad}/series-text.csv"], None, "not CoNLL-U"),
     ("series-text", ["train", T, "--data", "{bad}/series-text.csv"], None,
      "series-text.csv:3: the value 'twelve' is not a number"),
     ("series-columns", ["train", T, "--data", "{bad}/series-columns.csv"], None, "expected 2 columns"),

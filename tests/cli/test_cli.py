@@ -40,7 +40,9 @@ def test_train_save_predict_evaluate_metrics_and_plot(tmp_path, capsys, tiny_dat
     out = capsys.readouterr().out
     assert "test RMSE (one-step)" in out and "baseline seasonal naive" in out
     record = json.loads(metrics.read_text())
-    assert set(record) == {"task", "backend", "metric", "value", "baseline", "higher_is_better"}
+    assert set(record) == {"task", "backend", "metric", "value", "baseline", "higher_is_better", "seconds",
+                           "details"}
+    assert record["seconds"] > 0 and isinstance(record["details"], dict)
     assert record["task"] == "timeseries" and record["backend"] == "numpy" and record["higher_is_better"] is False
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     history = tmp_path / "history.txt"
