@@ -50,6 +50,9 @@ CONTENDED_TARGET = 1.3      # under a CPU burner: default threads at most this m
 GATED_TARGETS = {"training_geomean": 1.5, "worst_fwd_bwd": 1.0}   # over torch.nn.GRU/LSTM; per step ≤ G× rnn
 
 
+SETTLE_S = 0.2   # seconds between two impls' timings: a peer's spin-waiting workers hold a core that long at most
+
+
 def shapes(quick=False, groups=""):
     """(group, H, B, T) of the grid, of its --quick subset, or of the named groups (a comma list)."""
     if quick:
@@ -190,6 +193,7 @@ def _run_suite(args):
         impls.update(_checked_peers(peer_versions, p, cell, args.threads, group, shape_rows, reference_errors))
         medians = {}
         for impl, fns in impls.items():
+            time.sleep(SETTLE_S)                # the previous impl's spinning thread pools (ORT, XLA, OpenMP) park
             for pass_name, fn in zip(runner.PASSES, fns):
                 if fn is None:                                     # a forward-only peer
                     continue
