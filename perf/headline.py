@@ -161,6 +161,27 @@ def main(args):
         print(text, end="")
         return 0
     for path in args.into:
-        write_between_markers(path, text)
+        write_between_markers(path, summary(text) if Path(path).name == "README.md" else text)
         print(path)
     return 0
+
+
+def summary(text):
+    """The README's short form of the headline: each suite's opening sentence and its first table (the targets,
+    per-shape tables and machines stay on the docs page)."""
+    kept, in_table, tables_seen = [], False, 0
+    for line in text.splitlines():
+        if line.startswith("|"):
+            if not in_table:
+                tables_seen += 1
+            in_table = True
+            if tables_seen % 2 or not kept[-1].startswith("Per shape"):
+                kept.append(line)
+            continue
+        in_table = False
+        if line.startswith(("Speed-up of", "End-to-end")) or not line.strip():
+            kept.append(line)
+    blocks = "\n".join(kept)
+    while "\n\n\n" in blocks:
+        blocks = blocks.replace("\n\n\n", "\n\n")
+    return blocks.strip() + "\n\nTargets, per-shape tables and each run's machine: [docs/perf.md](docs/perf.md).\n"
