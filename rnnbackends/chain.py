@@ -33,7 +33,7 @@ class ChainBackend:
     def matmul(self, a, b, out=None):
         """a·b (into out if given): every GEMM around the chain goes through here, so a backend may split them
         across its own threads."""
-        return self.xp.matmul(a, b, out=out)
+        return a @ b if out is None else self.xp.matmul(a, b, out=out)
 
     def forward_sequence(self, x, state0, w_x, w_a, b_a, *, lengths=None, nonlinearity="tanh", cell="rnn",
                          b_r=None):
