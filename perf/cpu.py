@@ -287,7 +287,8 @@ def _add_speedups(shape_rows):
 
 # -- contended: our default threads against one thread beside a CPU-burning process ------------------
 
-BURNER = "while True:\n    pass\n"          # one core's worth of pure-Python spinning
+# One core's worth of pure-Python spinning, ending with the run that started it (also when that run is killed).
+BURNER = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass\n"
 
 
 def _run_contended(args):
@@ -326,7 +327,7 @@ def _run_contended(args):
 
 
 def start_burner():
-    """A background process spinning one core until killed."""
+    """A background process spinning one core until killed or its parent (this run) ends."""
     return subprocess.Popen([sys.executable, "-c", BURNER])
 
 
