@@ -146,8 +146,8 @@ def test_a_peer_that_disagrees_is_not_timed(tmp_path, monkeypatch):
 
 
 def test_compare_reads_an_old_result_without_peers(tmp_path, monkeypatch):
-    """compare matches a new result with peer rows against the committed result that has none."""
-    old = headline.ROOT / "perf" / "results" / "cpu.json"
+    """compare matches a new result with peer rows against a committed result that has none (the old code's run)."""
+    old = headline.ROOT / "perf" / "results" / "compare" / "old-be6077c-run1.json"
     new = json.loads(old.read_text())
     for row in runner.timed_rows(new):
         row.update(best_peer="torch", speedup_vs_best_peer=row["speedup_vs_torch"])
