@@ -230,6 +230,8 @@ class MPICommunicator:
 
     def abort(self, code):
         """End every rank of the job now with exit status ``code``."""
+        sys.stderr.flush()
+        time.sleep(0.2)       # mpiexec forwards the rank's last stderr lines (its error) before Abort ends the job
         self.comm.Abort(code)
 
 
