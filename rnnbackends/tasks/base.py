@@ -18,6 +18,7 @@ the last-epoch checkpoints under ``save`` and resumes every member of an ensembl
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,21 @@ class Option:
     def flag(self):
         """The command-line flag, e.g. ``--level``."""
         return "--" + self.name.replace("_", "-")
+
+
+def whole_number(low, why=""):
+    """An ``Option.type``: a whole number >= ``low`` (``why`` explains the bound in the error)."""
+    def parse(value):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not number.is_integer():
+            raise ValueError(f"expected a whole number, got {value!r}")
+        if number < low:
+            raise ValueError(f"must be at least {low}{why}, got {int(number)}")
+        return int(number)
+    return parse
 
 
 CELL = Option("cell", "the recurrent cell: the lecture's simple RNN, or a gated GRU or LSTM", "rnn",
@@ -90,6 +106,10 @@ class Task(ABC):
             if value is None:
                 continue
             option = known[name]
+            try:
+                value = option.type(value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{option.flag}: {exc}") from None
             if option.choices and value not in option.choices:
                 raise ValueError(f"{option.flag} must be one of {', '.join(map(str, option.choices))}, got {value!r}")
             checked[name] = value

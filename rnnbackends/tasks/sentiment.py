@@ -16,7 +16,7 @@ from ..models import SequenceClassifier
 from ..optimizers import Adam
 from ..training import Member, fingerprint, train_members
 from . import TaskResult
-from .base import CELL, Data, Option, Task
+from .base import CELL, Data, Option, Task, whole_number
 
 SPLIT_SEED = 20150810          # fixed: the split never depends on --seed (KDD 2015, the dataset's paper)
 EXAMPLES = ["Good, cheap food!", "The battery died after two days and support never answered.",
@@ -66,17 +66,6 @@ def stratified_folds(labels, k):
         fold[rows] = np.arange(len(rows)) % k                          # each class dealt round the folds
     parts = [np.flatnonzero(fold == i) for i in range(k)]
     return [(np.flatnonzero((fold != i) & (fold != (i + 1) % k)), parts[(i + 1) % k], parts[i]) for i in range(k)]
-
-
-def folds_option(value):
-    """``--cv K``: a whole number of folds, at least 3."""
-    try:
-        folds = int(value)
-    except ValueError:
-        raise ValueError(f"expected a whole number of folds, got {value!r}") from None
-    if folds < 3:
-        raise ValueError(f"needs at least 3 folds (one tests, one validates, the rest train), got {folds}")
-    return folds
 
 
 def bag_of_words(token_lists, vocabulary):
@@ -180,7 +169,8 @@ class Sentiment(Task):
     higher_is_better = True
     baselines = ("majority class", "bag-of-words logistic regression")
     options = (CELL, Option("cv", "also report stratified K-fold cross-validated accuracy (mean ± std over the K "
-                              "folds) of the model and the baselines, e.g. --cv 10", 0, type=folds_option))
+                              "folds) of the model and the baselines, e.g. --cv 10", 0,
+                              type=whole_number(3, " (one fold tests, one validates, the rest train)")))
 
     def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
               log=None, cell="rnn", cv=0):

@@ -34,24 +34,13 @@ from ..models import Forecaster
 from ..optimizers import Adam
 from ..training import Member, fingerprint, train_members
 from . import TaskResult
-from .base import CELL, Data, Option, Task
+from .base import CELL, Data, Option, Task, whole_number
 
 HYPERPARAMETERS = dict(hidden_size=32)
 TRAINING = dict(lr=0.005, batch_size=16, epochs=150, updates=3000, patience=20, clip_norm=1.0, ensemble=5)
 MAX_WINDOW = 64                # steps of past changes the RNN reads (2m+1 up to this)
 DAMPING = (0.0, 0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998)   # φ < 1 tried for a losing recursion
 ORIGINS = 8                    # forecast origins, up to the start of the validation part, that choose φ
-
-
-def season_length(value):
-    """A season length: a whole number >= 2."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"expected a whole number, got {value!r}") from None
-    if number < 2:
-        raise ValueError(f"must be at least 2, got {number}")
-    return number
 
 
 def read_series(path):
@@ -238,7 +227,7 @@ class Timeseries(Task):
     higher_is_better = False
     baselines = ("persistence", "seasonal naive")
     options = (Option("season", "the season length m in steps (default: detected from the training part)",
-                      type=season_length), CELL)
+                      type=whole_number(2)), CELL)
 
     def prepare(self, data, season=None):
         """(path, dates, values, n_train, n_val, n_test, season) of the data, split chronologically."""

@@ -30,3 +30,21 @@ def test_evaluate_repeats_the_score_of_train(name, tmp_path):
     again = task.evaluate(tmp_path / "run", data, backend="numpy")
     assert again.value == pytest.approx(result.value, rel=1e-9)
     assert again.baselines == pytest.approx(result.baselines, rel=1e-9)
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("timeseries", {"season": "year"}, "--season: expected a whole number, got 'year'"),
+    ("timeseries", {"season": 1}, "--season: must be at least 2, got 1"),
+    ("sentiment", {"cv": 2.5}, "--cv: expected a whole number, got 2.5"),
+    ("textgen", {"layers": 0}, "--layers: expected a whole number >= 1, got 0"),
+    ("translation", {"cell": "tcn"}, "--cell must be one of rnn, gru, lstm, got 'tcn'"),
+])
+def test_check_options_applies_each_options_type_and_names_the_flag(name, options, message):
+    with pytest.raises(ValueError) as error:
+        get_task(name).check_options(options)
+    assert str(error.value) == message
+
+
+def test_check_options_converts_values_from_python_as_from_the_command_line():
+    assert get_task("timeseries").check_options({"season": "12"})["season"] == 12
+    assert get_task("sentiment").check_options({"cv": 10.0})["cv"] == 10

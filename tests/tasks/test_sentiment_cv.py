@@ -36,7 +36,8 @@ def test_cross_validation_reports_each_fold_and_mean_std(monkeypatch):
     assert cv["bag-of-words logistic regression"]["mean"] > cv["majority class"]["mean"] + 0.1
 
 
-@pytest.mark.parametrize("value, message", [("2", "needs at least 3 folds"), ("ten", "expected a whole number")])
+@pytest.mark.parametrize("value, message", [("2", "must be at least 3 (one fold tests"),
+                                            ("ten", "expected a whole number")])
 def test_bad_cv_is_one_line_and_exit_2(capsys, value, message):
     assert main(["train", "sentiment", "--cv", value]) == 2
     assert message in capsys.readouterr().err
