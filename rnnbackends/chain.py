@@ -44,16 +44,16 @@ class ChainBackend:
         z = xp.empty((T, B, w_x.shape[1]), dtype=x.dtype)                        # X_t·W_X (T, B, G·H)
         self.matmul(x.reshape(T * B, D), w_x, out=z.reshape(T * B, -1))          # all steps in one GEMM
         last = (xp.asarray(steps - 1), xp.arange(B))                             # each row's last valid step
+        if cell != "rnn" and b_r is None:
+            b_r = xp.zeros_like(b_a)                                             # b_R = 0 (G·H,)
         if cell == "rnn":
             bias = b_a if b_r is None else b_a + b_r                             # the simple cell's one bias
             a, chain_saved = self.rnn_forward_chain(z, state0, w_a, bias, steps, nonlinearity)
             state_n = a[last]                                                    # A_n (B, H)
         elif cell == "gru":
-            b_r = xp.zeros_like(b_a) if b_r is None else b_r
             a, chain_saved = self.gru_forward_chain(z, state0, w_a, b_a, b_r, steps)
             state_n = a[last]
         else:
-            b_r = xp.zeros_like(b_a) if b_r is None else b_r
             a, c_n, chain_saved = self.lstm_forward_chain(z, *state0, w_a, b_a, b_r, steps)
             state_n = (a[last], c_n)                                             # (A_n, C_n)
         return a, state_n, (cell, x, state0, w_x, w_a, a, steps, nonlinearity, chain_saved)
