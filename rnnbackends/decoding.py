@@ -16,10 +16,11 @@ def log_softmax(logits):
 
 
 def sample_token(logits, temperature=1.0, top_k=None, rng=None):
-    """One id from logits (V,): argmax when ``temperature`` is 0, else softmax(z / temperature) over the top k."""
-    z = np.asarray(logits, dtype=np.float64)
+    """One id from logits (V,): argmax when ``temperature`` is 0, else a draw from softmax(z / temperature) over the
+    top k, by inverting its running sum: the first id whose cumulative e^{(z - max z)/temperature} exceeds u·total."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    z = np.asarray(logits)
     if temperature == 0:
         return int(z.argmax())
     if top_k is not None:
@@ -28,21 +29,30 @@ def sample_token(logits, temperature=1.0, top_k=None, rng=None):
         if top_k < len(z):
             kth_largest = np.partition(z, -top_k)[-top_k]
             z = np.where(z >= kth_largest, z, -np.inf)
-    p = np.exp(log_softmax(z / temperature))
+    weights = np.array(z, dtype=np.float64)                                 # (V,) a copy, computed in place
+    weights -= np.maximum.reduce(weights)                                   # the ufuncs themselves: ~1 µs each
+    weights *= 1.0 / temperature
+    np.exp(weights, out=weights)                                            # softmax(z / temperature), unnormalised
+    cumulative = np.add.accumulate(weights)                                 # running sums (V,)
     rng = rng if rng is not None else np.random.default_rng()
-    return int(rng.choice(len(p), p=p / p.sum()))
+    token = int(cumulative.searchsorted(rng.random() * cumulative[-1], side="right"))
+    return token if token < len(z) else int(np.flatnonzero(weights)[-1])    # u·total rounded up to the total
 
 
 def sample_sequence(step, state, first_token, length, temperature=1.0, top_k=None, rng=None, end_id=None,
                     banned=()):
     """Feed each sampled id back in: ``length`` ids after ``first_token`` (stops early at ``end_id``); ids in
-    ``banned`` are never sampled."""
+    ``banned`` are never sampled. ``step(tokens (1,), state) -> (logits (1, V), state)``; the state may stay on
+    the backend."""
     generated, token = [], first_token
-    banned = [int(i) for i in banned]
+    banned = np.asarray([int(i) for i in banned], dtype=np.int64)
+    tokens = np.empty(1, dtype=np.int64)                                    # the one id fed back in, reused
     for _ in range(length):
-        logits, state = step(np.array([token]), state)                     # (1, V)
+        tokens[0] = token
+        logits, state = step(tokens, state)                                 # (1, V)
         logits = np.asarray(logits[0], dtype=np.float64)
-        logits[banned] = -np.inf
+        if banned.size:
+            logits[banned] = -np.inf
         token = sample_token(logits, temperature, top_k, rng)
         if token == end_id:
             break

@@ -96,6 +96,11 @@ def segment_sums(xp, rows, ends):
     return xp.concatenate([totals[:1], totals[1:] - totals[:-1]])
 
 
+def stacked(xp, arrays):
+    """xp.stack(arrays) along a new first axis; one array as a view (a one-step call pays no copy)."""
+    return arrays[0][None] if len(arrays) == 1 else xp.stack(arrays)
+
+
 class Layer:
     """Base class: the backend, the compute dtype, named parameters and their gradients."""
 
@@ -268,7 +273,7 @@ class RNN(Layer):
             a0 = (a0[0], a0[1])                                                     # final_state's stacked form
         if lstm and a0 is not None and (not isinstance(a0, (tuple, list)) or len(a0) != 2):
             raise TypeError("an LSTM's initial state is the pair (a0, c0), each (layers·dirs, B, H)")
-        zeros = xp.zeros((B, H), dtype=x.dtype)
+        zeros = xp.zeros((B, H), dtype=x.dtype) if a0 is None else None
         self.saved, finals = [], []
         layer_input = x                                                             # (T, B, D)
         for layer in range(self.num_layers):
@@ -290,8 +295,8 @@ class RNN(Layer):
                 self.saved.append(saved)
                 finals.append(state_n if lstm else (state_n,))
             layer_input = outputs[0] if self.directions == 1 else xp.concatenate(outputs, axis=2)
-        self.a_n = xp.stack([f[0] for f in finals])                                # (layers·dirs, B, H)
-        self.c_n = xp.stack([f[1] for f in finals]) if lstm else None              # LSTM cell states C_n
+        self.a_n = stacked(xp, [f[0] for f in finals])                             # (layers·dirs, B, H)
+        self.c_n = stacked(xp, [f[1] for f in finals]) if lstm else None           # LSTM cell states C_n
         if self.return_sequences:
             return layer_input                                                     # (T, B, H·dirs)
         return xp.concatenate([f[0] for f in finals[-self.directions:]], axis=1)   # (B, H·dirs)
