@@ -1,9 +1,12 @@
-"""Attention over an encoder's states (Luong et al. 2015, the "general" score) and the translator built on it.
+"""Attention over an encoder's states (Luong et al. 2015, the "general" score, scaled by 1/√H) and the translator
+built on it.
 
 Written once against ``backend.xp`` with explicit forward and backward, like every layer. The encoder's states
-(the memory M, (S, B, K)) are read at every decoder step t through weights α_t = softmax_s(A_t·W_α·M_s) over the
-valid source steps s < length (padding gets weight 0); the context C_t = Σ_s α_ts M_s joins the decoder state in
-the attentional state Ã_t = tanh([C_t; A_t]·W_c + b_c), from which the output layer predicts the next word.
+(the memory M, (S, B, K)) are read at every decoder step t through weights α_t = softmax_s(A_t·W_α·M_s / √H) over
+the valid source steps s < length (padding gets weight 0); the context C_t = Σ_s α_ts M_s joins the decoder state
+in the attentional state Ã_t = tanh([C_t; A_t]·W_c + b_c), from which the output layer predicts the next word.
+The 1/√H keeps the scores of order one (as in scaled dot-product attention): unscaled, they start large, the
+softmax saturates on one source step early in training and the other steps get no gradient to recover.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from .models import MODELS, Model
 
 
 class LuongAttention(Layer):
-    """Multiplicative attention: decoder states A (T, B, H) over memory M (S, B, K) -> attentional states (T, B, H).
+    """Scaled multiplicative attention: decoder states A (T, B, H) over memory M (S, B, K) -> attentional states Ã.
 
     ``weights`` (T, B, S) keeps the last forward's α for plots.
     """
@@ -27,14 +30,17 @@ class LuongAttention(Layer):
         rng = rng if rng is not None else np.random.default_rng(0)
         self.query_size, self.memory_size = query_size, memory_size
         H, K = query_size, memory_size
+        self.scale = 1.0 / np.sqrt(H)                                                   # 1/√H
         self.add_param("w_alpha", initialize("glorot", (H, K), K, rng))                 # W_α (H, K)
         self.add_param("w_c", initialize("glorot", (K + H, H), K + H, rng))              # W_c (K+H, H)
         self.add_param("b_c", np.zeros(H))                                               # b_c (H,)
 
     def keys(self, memory):
-        """The projected memory M·W_αᵀ (S, B, H), shared by every decoder step over the same memory."""
+        """The keys M·W_αᵀ/√H (S, B, H), shared by every decoder step over the same memory."""
         S, B, K = memory.shape
-        return (memory.reshape(S * B, K) @ self.params["w_alpha"].T).reshape(S, B, self.query_size)
+        keys = memory.reshape(S * B, K) @ self.params["w_alpha"].T
+        keys *= keys.dtype.type(self.scale)
+        return keys.reshape(S, B, self.query_size)
 
     def forward(self, a, memory, lengths=None, keys=None):
         """A (T, B, H), M (S, B, K), source lengths (B,) -> Ã (T, B, H); ``keys`` from ``keys(memory)`` if at hand.
@@ -74,7 +80,7 @@ class LuongAttention(Layer):
         d_m = self.alpha.transpose(0, 2, 1) @ d_context                              # (B, S, K)
         d_scores = self.alpha * (d_alpha - (d_alpha * self.alpha).sum(axis=-1, keepdims=True))   # 0 on padding
         d_q = d_q + d_scores @ self.k                                                # (B, T, H)
-        d_k = d_scores.transpose(0, 2, 1) @ self.q                                   # (B, S, H)
+        d_k = (d_scores.transpose(0, 2, 1) @ self.q) * self.q.dtype.type(self.scale)  # dL/d(M·W_αᵀ) (B, S, H)
         self.grads["w_alpha"] = d_k.reshape(-1, H).T @ self.m.reshape(-1, K)         # (H, K)
         d_m = d_m + (d_k.reshape(-1, H) @ self.params["w_alpha"]).reshape(d_m.shape)   # (B, S, K)
         return d_q.transpose(1, 0, 2), d_m.transpose(1, 0, 2)
@@ -124,17 +130,31 @@ class AttentionTranslator(Model):
         """The decoder RNN's initial state: A_0, or for an LSTM the pair (A_0, C_0 = 0)."""
         return (a0, self.xp.zeros_like(a0)) if self.decoder.cell == "lstm" else a0
 
-    def forward(self, source_ids, source_lengths, target_in_ids, target_lengths=None):
-        """source (S, B), lengths (B,), target inputs (T, B) starting with a start token -> logits (T, B, V)."""
+    def forward(self, source_ids, source_lengths, target_in_ids, target_lengths=None, rows=None):
+        """source (S, B), lengths (B,), target inputs (T, B) starting with a start token -> logits (T, B, V).
+
+        With ``rows``, indices (N,) into the T·B target positions (step-major, e.g. ``np.flatnonzero(mask)``), the
+        output layer runs on those rows alone -> logits (N, V): padded positions cost no output GEMM nor softmax.
+        """
         memory, a0 = self.encode_memory(source_ids, source_lengths)
         x_target = self.target_dropout.forward(self.target_embedding.forward(target_in_ids))   # (T, B, D)
         a = self.decoder.forward(x_target, target_lengths, self.initial_state(a0))               # (T, B, H)
-        attended = self.attention.forward(a, memory, source_lengths)                             # Ã (T, B, H)
-        return self.output.forward(self.output_dropout.forward(attended))
+        attended = self.output_dropout.forward(self.attention.forward(a, memory, source_lengths))   # Ã (T, B, H)
+        self.rows, self.attended_shape = rows, attended.shape
+        if rows is not None:
+            attended = attended.reshape(-1, attended.shape[2])[self.xp.asarray(rows)]           # Ã (N, H)
+        return self.output.forward(attended)
 
     def backward(self, d_logits):
-        """dL/dlogits (T, B, V) -> gradients of every layer, into the encoder through the memory and A_0."""
-        d_attended = self.output_dropout.backward(self.output.backward(d_logits))
+        """dL/dlogits (T, B, V), or (N, V) after ``forward(..., rows)`` -> gradients of every layer, into the
+        encoder through the memory and A_0."""
+        d_attended = self.output.backward(d_logits)                               # (T, B, H) or (N, H)
+        if self.rows is not None:
+            T, B, H = self.attended_shape
+            scattered = self.xp.zeros((T * B, H), dtype=d_attended.dtype)
+            scattered[self.xp.asarray(self.rows)] = d_attended                    # padded positions: 0
+            d_attended = scattered.reshape(T, B, H)
+        d_attended = self.output_dropout.backward(d_attended)
         d_a, d_memory = self.attention.backward(d_attended)                       # (T, B, H), (S, B, K)
         self.target_embedding.backward(self.target_dropout.backward(self.decoder.backward(d_a)))
         d_bridge = self.bridge.backward(self.decoder.d_a0[0] * (1.0 - self.a0[0] * self.a0[0]))   # (B, K)

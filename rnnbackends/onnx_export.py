@@ -401,7 +401,8 @@ def attention_translator_graphs(models):
     encoder.output("state", state, [parts, "B", H])
     encoder.output("memory", memory, ["S", "B", K])
     encoder.output("keys", encoder.op("MatMul", [memory, encoder.constant(
-        to_host(model.attention.params["w_alpha"]).T, "W_alpha_T")]), ["S", "B", H])   # M·W_αᵀ (S, B, H)
+        to_host(model.attention.params["w_alpha"]).T * model.attention.scale, "W_alpha_T")]), ["S", "B", H])
+    # keys M·W_αᵀ/√H (S, B, H)
     decoder = Graph()
     tokens = decoder.input("tokens", ["B"], integer=True)
     state = decoder.input("state", [parts, "B", H])

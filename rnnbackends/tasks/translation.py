@@ -16,6 +16,7 @@ from .. import checkpoint
 from ..attention import AttentionTranslator
 from ..data import PAD, UNK, Batch, Tokenizer, Vocabulary, bucketed_minibatches, minibatches, pad_batch
 from ..datasets import default_data, read_text
+from ..layers import to_host
 from ..losses import categorical_cross_entropy
 from ..models import EncoderDecoder
 from ..optimizers import Adam
@@ -114,10 +115,12 @@ def detokenize(tokens):
     return re.sub(r"([¿¡]) ", r"\1", re.sub(r" ([.,!?;:%)])", r"\1", " ".join(tokens)))
 
 
-def batches_of(source_ids, target_ids, indices, batch_size, end_id, start_id, rng=None):
+def batches_of(source_ids, target_ids, indices, batch_size, end_id, start_id, rng=None, valid_rows=False):
     """Batches: inputs (source (S, B), lengths, decoder input <s> y (T, B), lengths), targets y </s> (T, B), mask.
 
-    With ``rng``, shuffled batches of sentences of similar length (less padding); in order otherwise."""
+    With ``rng``, shuffled batches of sentences of similar length (less padding); in order otherwise. With
+    ``valid_rows`` the inputs end with the valid target positions' indices ``np.flatnonzero(mask)`` (N,), for a
+    model that scores those rows alone (``valid_rows_cross_entropy``)."""
     out = []
     chunks = minibatches(len(indices), batch_size) if rng is None else \
         bucketed_minibatches([len(source_ids[i]) + len(target_ids[i]) for i in indices], batch_size, rng)
@@ -127,8 +130,15 @@ def batches_of(source_ids, target_ids, indices, batch_size, end_id, start_id, rn
         target_in, target_lengths = pad_batch([[start_id] + target_ids[i] for i in rows])
         target_out, _ = pad_batch([target_ids[i] + [end_id] for i in rows])
         mask = np.arange(target_out.shape[0])[:, None] < target_lengths[None, :]          # (T, B)
-        out.append(Batch((source, source_lengths, target_in, target_lengths), target_out, mask))
+        inputs = (source, source_lengths, target_in, target_lengths) + ((np.flatnonzero(mask),) if valid_rows else ())
+        out.append(Batch(inputs, target_out, mask))
     return out
+
+
+def valid_rows_cross_entropy(logits, targets, mask):
+    """The masked mean cross-entropy from logits (N, V) of the N valid positions alone: targets (T, B), mask (T, B)
+    -> (loss, dL/dlogits (N, V)), equal to ``categorical_cross_entropy`` over (T, B, V) with the mask."""
+    return categorical_cross_entropy(logits, np.asarray(targets)[np.asarray(mask)])
 
 
 def translate_ids(model, source_ids, target_vocabulary, beam_size=1, batch_size=500):
@@ -202,11 +212,15 @@ class Translation(Task):
         model = model_class(len(d.source_vocabulary), len(d.target_vocabulary), **HYPERPARAMETERS[attention],
                             cell=cell, backend=backend, seed=seed)
 
+        valid_rows = attention != "none"           # the attention model scores the valid target positions alone
+        loss_fn = valid_rows_cross_entropy if valid_rows else categorical_cross_entropy
+
         def validate(m):
             """Validation cross-entropy per target token (teacher forcing)."""
             total, count = 0.0, 0
-            for batch in batches_of(d.source_ids, d.target_ids, d.val, 500, end_id, start_id):
-                loss, _ = categorical_cross_entropy(m.forward(*batch.inputs), batch.targets, batch.mask)
+            for batch in batches_of(d.source_ids, d.target_ids, d.val, 500, end_id, start_id,
+                                    valid_rows=valid_rows):
+                loss, _ = loss_fn(m.forward(*batch.inputs), batch.targets, batch.mask)
                 total += loss * batch.mask.sum()
                 count += batch.mask.sum()
             return {"val_loss": float(total / count)}
@@ -215,8 +229,8 @@ class Translation(Task):
         meta = {"task": self.name, "tokenizer": d.tokenizer.config(), "source_vocabulary": d.source_vocabulary.tokens,
                 "target_vocabulary": d.target_vocabulary.tokens, "reverse_source": d.reverse}
         batches = lambda epoch: batches_of(d.source_ids, d.target_ids, d.train, training["batch_size"],  # noqa: E731
-                                           end_id, start_id, epoch_rng(seed, epoch))
-        run = train_members([Member(model, Adam(training["lr"]), batches)], categorical_cross_entropy, validate,
+                                           end_id, start_id, epoch_rng(seed, epoch), valid_rows)
+        run = train_members([Member(model, Adam(training["lr"]), batches)], loss_fn, validate,
                             epochs=epochs, meta=meta, save=save, resume=resume,
                             data_fingerprint=fingerprint([d.pairs[i] for i in d.train], meta["source_vocabulary"],
                                                          meta["target_vocabulary"], seed, cell, attention),
@@ -248,9 +262,10 @@ class Translation(Task):
         examples = translate_lines(model, d.tokenizer, d.source_vocabulary, d.target_vocabulary, d.reverse, EXAMPLES,
                                    DECODING["beam_size"])
         shown = [(d.pairs[i][0], beam[n], d.pairs[i][1]) for n, i in enumerate(d.test[:8])]
-        plot_series = {}
+        plot_series, attention = {}, {}
         if isinstance(model, AttentionTranslator):
             plot_series = attention_map(model, d, EXAMPLES[0])
+            attention = {"attention_statistics": attention_statistics(model, d, d.test)}
         return TaskResult(task=self.name, backend=model.backend.name, metric=self.metric,
                           value=bleu(beam, references), baselines={"copy the source": bleu(copies, references)},
                           higher_is_better=True, histories=histories, seconds=time.perf_counter() - started,
@@ -260,7 +275,8 @@ class Translation(Task):
                                    "duplicates_removed": d.duplicates, "train_pairs": len(d.train),
                                    "validation_pairs": len(d.val), "test_pairs": len(d.test),
                                    "source_vocabulary": len(d.source_vocabulary),
-                                   "target_vocabulary": len(d.target_vocabulary), "reverse_source": d.reverse},
+                                   "target_vocabulary": len(d.target_vocabulary), "reverse_source": d.reverse,
+                                   **attention},
                           examples=[f"{e} -> {s}" for e, s in zip(EXAMPLES, examples)]
                           + [f"{e} -> {s} (reference: {r})" for e, s, r in shown],
                           plot_series=plot_series)
@@ -292,6 +308,33 @@ def attention_map(model, d, english):
                              DECODING["beam_size"], DECODING["alpha"])
     weights = model.attention_weights(source, [start] + ids[0])
     return {"source": source_tokens, "target": d.target_vocabulary.decode(ids[0]) + [END], "weights": weights.tolist()}
+
+
+def attention_statistics(model, d, indices, batch_size=500):
+    """How the attention spreads over the source under teacher forcing on the pairs ``indices`` (reference
+    translations): the means over every target step of α's entropy (nats), its weight on the last source word, and
+    its weight within one word of the diagonal s = t·(S-1)/(T-1); beside each, its value for uniform weights."""
+    sums = dict(entropy=0.0, uniform_entropy=0.0, last_source_mass=0.0, uniform_last_source_mass=0.0,
+                diagonal_mass=0.0, uniform_diagonal_mass=0.0)
+    count = 0
+    start_id, end_id = d.target_vocabulary.index[START], d.target_vocabulary.index[END]
+    model.eval()
+    for batch in batches_of(d.source_ids, d.target_ids, indices, batch_size, end_id, start_id):
+        source, source_lengths, target_in, target_lengths = batch.inputs
+        model.forward(source, source_lengths, target_in, target_lengths)
+        weights = to_host(model.attention.weights).astype(np.float64)                   # α (T, B, S)
+        for b, (S, T) in enumerate(zip(source_lengths, target_lengths)):
+            alpha = weights[:T, b, :S]                                                  # (T, S)
+            steps = np.arange(S)
+            diagonal = np.abs(steps[None, :] - (np.arange(T) * (S - 1) / max(T - 1, 1))[:, None]) <= 1.0   # (T, S)
+            sums["entropy"] += float(-(alpha * np.log(np.maximum(alpha, 1e-30))).sum())
+            sums["uniform_entropy"] += T * np.log(S)
+            sums["last_source_mass"] += float(alpha[:, S - 1].sum())
+            sums["uniform_last_source_mass"] += T / S
+            sums["diagonal_mass"] += float((alpha * diagonal).sum())
+            sums["uniform_diagonal_mass"] += float(diagonal.sum() / S)
+            count += int(T)
+    return {"pairs": len(indices), "target_steps": count, **{k: v / count for k, v in sums.items()}}
 
 
 def plot_translation(result, path):

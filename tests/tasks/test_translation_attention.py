@@ -12,6 +12,7 @@ from rnnbackends.attention import AttentionTranslator, LuongAttention
 from rnnbackends.decoding import beam_search, greedy_search, log_softmax
 from rnnbackends.gradcheck import check_gradients
 from rnnbackends.layers import Dropout, to_host
+from rnnbackends.losses import categorical_cross_entropy
 from rnnbackends.tasks import translation
 
 CPU_BACKENDS = [b.name for b in rnnbackends.list_backends() if b.status == "available" and b.name in ("numpy", "numba")]
@@ -169,3 +170,28 @@ def test_cli_refuses_bad_options_before_any_work(arguments, message):
                           text=True, timeout=120)
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_output_layer_on_the_valid_rows_alone_equals_the_masked_loss(cell):
+    model = AttentionTranslator(9, 8, embed_dim=3, hidden_size=4, cell=cell, dropout=0.3, backend="numpy",
+                                dtype="float64")
+    targets = np.array([[5, 6], [7, 3], [3, 0]])                                            # y </s> (T, B)
+    mask = np.arange(3)[:, None] < TARGET_LENGTHS[None, :]                                  # (T, B)
+    results = []
+    for rows in (None, np.flatnonzero(mask)):
+        for layer in model.layers.values():                                     # the same dropout masks each time
+            if isinstance(layer, Dropout):
+                layer.rng = np.random.default_rng(4)
+        logits = model.forward(SOURCE, SOURCE_LENGTHS, TARGET_IN, TARGET_LENGTHS, rows)
+        loss_fn = translation.valid_rows_cross_entropy if rows is not None else categorical_cross_entropy
+        loss, d_logits = loss_fn(logits, targets, mask)
+        model.backward(d_logits)
+        results.append((logits, loss, {name: grad.copy() for name, grad in model.grads.items()}))
+    (full, full_loss, full_grads), (valid, valid_loss, valid_grads) = results
+    assert valid.shape == (mask.sum(), 8)
+    np.testing.assert_array_equal(valid, full[mask])
+    assert valid_loss == pytest.approx(full_loss, rel=1e-14)
+    assert full_grads.keys() == valid_grads.keys()
+    for name in full_grads:
+        np.testing.assert_allclose(valid_grads[name], full_grads[name], rtol=1e-12, atol=1e-15, err_msg=name)
