@@ -186,7 +186,7 @@ class FeatureTagger(Model):
 
 
 class LanguageModel(Model):
-    """One-to-many / next-token prediction: ids -> Embedding -> RNN -> Dense -> logits (T, B, V).
+    """One-to-many / next-token prediction: ids -> Embedding -> RNN -> Dropout -> Dense -> logits (T, B, V).
 
     With ``stateful=True`` the final state of one batch is the initial state of the next (truncated BPTT over a
     long stream); ``reset_state()`` starts afresh.
@@ -201,6 +201,7 @@ class LanguageModel(Model):
         self.encoder, width = word_encoder(self, vocab_size, embed_dim, padding_idx)
         self.rnn = self.add("rnn", RNN(width, hidden_size, num_layers, False, nonlinearity, dropout,
                                        rng=self.rng, cell=cell, **self.common()))
+        self.output_dropout = self.add("output_dropout", Dropout(dropout, self.rng, **self.common()))
         self.output = self.add("output", Dense(hidden_size, vocab_size, rng=self.rng, **self.common()))
         self.state = None
 
@@ -214,14 +215,15 @@ class LanguageModel(Model):
         a0 = self.state if a0 is None and self.stateful else a0
         if a0 is not None and a0.shape[-2] != ids.shape[1]:
             a0 = None                                                             # a batch of another size
-        logits = self.output.forward(self.rnn.forward(self.encoder.forward(ids), lengths, a0))
+        a = self.rnn.forward(self.encoder.forward(ids), lengths, a0)                # (T, B, H)
+        logits = self.output.forward(self.output_dropout.forward(a))
         if self.stateful:
             self.state = self.rnn.final_state                                     # carried, not backpropagated into
         return logits
 
     def backward(self, d_logits):
         """dL/dlogits (T, B, V) -> gradients (truncated at the start of the batch)."""
-        self.encoder.backward(self.rnn.backward(self.output.backward(d_logits)))
+        self.encoder.backward(self.rnn.backward(self.output_dropout.backward(self.output.backward(d_logits))))
 
     def step(self, tokens, state=None):
         """tokens (B,), state (layers, B, H) on the host or None -> logits (B, V) and the new state, on the host."""

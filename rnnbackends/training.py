@@ -83,13 +83,15 @@ def improves(value, best, higher_is_better):
 def fit(model, loss_fn, optimizer, train_batches, *, epochs=10, validate=None, monitor="val_loss",
         higher_is_better=False, patience=None, restore_best=True, clip_norm=None, clip_value=None,
         start_epoch=0, history=None, best=None, best_state=None, on_improvement=None, on_epoch_end=None,
-        progress=True, log=log_to_stderr, description="train", communicator=None):
+        lr_decay=None, progress=True, log=log_to_stderr, description="train", communicator=None):
     """Train for up to ``epochs`` epochs; returns the history, a list of one dict per epoch.
 
     ``train_batches(epoch)`` gives that epoch's list of Batches; ``validate(model)`` (run in eval mode) gives a
     dict of metrics such as ``{"val_loss": ..., "val_accuracy": ...}``. The best epoch by ``monitor`` is tracked
     here: ``on_improvement(epoch, record)`` runs when it improves, with ``patience`` training stops after that many
-    epochs without improvement, and with ``restore_best`` the best weights come back at the end. To continue a
+    epochs without improvement, with ``lr_decay`` the optimiser's learning rate is multiplied by it after every
+    epoch that does not improve (reduce on plateau), and with ``restore_best`` the best weights come back at the
+    end. To continue a
     run, pass ``start_epoch`` and the earlier ``history``, ``best`` record and ``best_state`` weights. A stateful
     model's carried state is reset at the start of every epoch. ``on_epoch_end(epoch, record)`` runs after each
     epoch (e.g. to save a checkpoint).
@@ -123,7 +125,7 @@ def fit(model, loss_fn, optimizer, train_batches, *, epochs=10, validate=None, m
             bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
         trained = time.perf_counter() - started
         record = {"epoch": epoch + 1, "loss": total / max(count, 1), "train_seconds": trained,
-                  "step_ms": 1e3 * trained / max(count, 1)}
+                  "step_ms": 1e3 * trained / max(count, 1), "lr": optimizer.lr}
         if validate is not None:
             model.eval()
             record.update(distributed.on_root(communicator, lambda: validate(model)))
@@ -137,6 +139,8 @@ def fit(model, loss_fn, optimizer, train_batches, *, epochs=10, validate=None, m
             best_state = model.state_dict() if restore_best else None
             if on_improvement is not None:
                 on_improvement(epoch, record)
+        elif monitor in record and lr_decay is not None:
+            optimizer.lr *= lr_decay                                      # a plateau: smaller steps from now on
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
     if restore_best and best_state is not None:
@@ -189,8 +193,8 @@ def read_last(folder, print_name):
 
 
 def train_members(members, loss_fn, validate, *, epochs, meta, data_fingerprint, save=None, resume=False,
-                  monitor="val_loss", higher_is_better=False, patience=None, clip_norm=None, progress=True,
-                  log=None, description="train", communicator=None):
+                  monitor="val_loss", higher_is_better=False, patience=None, clip_norm=None, lr_decay=None,
+                  progress=True, log=None, description="train", communicator=None):
     """Train each member with ``fit``; save best and last checkpoints under ``save``; resume from them.
 
     ``validate(model)`` gives a dict holding ``monitor``; ``meta`` is what the saved checkpoints carry for
@@ -227,6 +231,7 @@ def train_members(members, loss_fn, validate, *, epochs, meta, data_fingerprint,
             checkpoint.load_optimizer_states(folder / "last", [optimizer], model.xp)
             state = last["training"]
             start_epoch, history, best = state["epoch"], state["history"], state["best"]
+            optimizer.lr = state.get("lr", optimizer.lr)
             for rng, saved_state in zip(rngs, state["rngs"]):
                 rng.bit_generator.state = saved_state
             if best is not None:
@@ -250,7 +255,7 @@ def train_members(members, loss_fn, validate, *, epochs, meta, data_fingerprint,
                       optimizer=optimizer):
             """The state after this epoch, for --resume."""
             if folder is not None:
-                training = {"epoch": epoch + 1, "history": history, "best": tracked["best"],
+                training = {"epoch": epoch + 1, "history": history, "best": tracked["best"], "lr": optimizer.lr,
                             "rngs": [rng.bit_generator.state for rng in rngs]}
                 checkpoint.save(folder / "last", model, {**meta, "fingerprint": data_fingerprint,
                                                          "training": training}, optimizer)
@@ -258,7 +263,7 @@ def train_members(members, loss_fn, validate, *, epochs, meta, data_fingerprint,
         fit(model, loss_fn, optimizer, member.batches, epochs=epochs, validate=validate, monitor=monitor,
             higher_is_better=higher_is_better, patience=patience, clip_norm=clip_norm, start_epoch=start_epoch,
             history=history, best=best, best_state=best_state, on_improvement=save_best, on_epoch_end=save_last,
-            progress=progress, log=log, description=name, communicator=communicator)
+            lr_decay=lr_decay, progress=progress, log=log, description=name, communicator=communicator)
         run.models.append(model)
         run.histories.append(history)
         run.bests.append(tracked["best"])

@@ -47,6 +47,17 @@ def dropout_rate(value):
     return rate
 
 
+def decay_factor(value):
+    """A learning-rate factor in (0, 1] (1: a constant learning rate)."""
+    try:
+        factor = float(value)
+    except (TypeError, ValueError):
+        factor = 0.0
+    if not 0.0 < factor <= 1.0:
+        raise ValueError(f"expected a factor in (0, 1], got {value!r}")
+    return factor
+
+
 def read_text(data):
     """The whole text of ``data`` (plain, .gz or .xz; default: the bundled tiny Shakespeare)."""
     path = Path(data) if data else default_data("textgen")
@@ -112,20 +123,24 @@ class Textgen(Task):
     options = (Option("level", "model characters or words", default="char", choices=("char", "word")), CELL,
                Option("layers", "stacked recurrent layers", 1, type=positive_int),
                Option("hidden", "units H per recurrent layer", 256, type=positive_int),
-               Option("dropout", "dropout between stacked layers", 0.0, type=dropout_rate),
+               Option("dropout", "dropout between stacked layers and before the output layer", 0.0,
+                      type=dropout_rate),
                Option("batch_size", "parallel rows of the text stream per batch", 64, type=positive_int),
                Option("bptt", "steps per truncated-BPTT chunk (the state carries across chunks)", 100,
-                      type=positive_int))
+                      type=positive_int),
+               Option("lr_decay", "multiply the learning rate by this after an epoch that does not lower the "
+                      "validation loss (1: constant)", 0.5, type=decay_factor))
 
     def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
-              log=None, level="char", cell="rnn", layers=1, hidden=256, dropout=0.0, batch_size=64, bptt=100):
+              log=None, level="char", cell="rnn", layers=1, hidden=256, dropout=0.0, batch_size=64, bptt=100,
+              lr_decay=0.5):
         """Train the stateful language model with truncated BPTT; report validation nats per token against n-grams."""
         started = time.perf_counter()
         if level not in EMBED_DIM:
             raise ValueError(f"--level must be 'char' or 'word', got {level!r}")
         for flag, value, check in (("--layers", layers, positive_int), ("--hidden", hidden, positive_int),
                                    ("--dropout", dropout, dropout_rate), ("--batch-size", batch_size, positive_int),
-                                   ("--bptt", bptt, positive_int)):
+                                   ("--bptt", bptt, positive_int), ("--lr-decay", lr_decay, decay_factor)):
             try:
                 check(value)
             except (TypeError, ValueError) as exc:
@@ -150,8 +165,8 @@ class Textgen(Task):
         run = train_members([Member(model, Adam(TRAINING["lr"]), lambda epoch: chunks)], categorical_cross_entropy,
                             validate, epochs=epochs, meta=meta, save=save, resume=resume,
                             data_fingerprint=fingerprint(train_ids, vocabulary.tokens, level, seed, cell, layers,
-                                                         hidden, dropout, batch_size, bptt),
-                            clip_norm=TRAINING["clip_norm"], progress=progress, log=log,
+                                                         hidden, dropout, batch_size, bptt, lr_decay),
+                            clip_norm=TRAINING["clip_norm"], lr_decay=lr_decay, progress=progress, log=log,
                             description=f"textgen ({level})")
         best = run.bests[0]
         result = self.score(model, vocabulary, level, train_ids, val_ids, run.histories, started, seed)

@@ -11,8 +11,11 @@ from rnnbackends.data import bptt_chunks
 from rnnbackends.datasets import default_data, read_text
 from rnnbackends.decoding import sample_token
 from rnnbackends.gradcheck import check_gradients
+from rnnbackends.losses import categorical_cross_entropy
 from rnnbackends.models import LanguageModel
+from rnnbackends.optimizers import Adam
 from rnnbackends.tasks import textgen
+from rnnbackends.training import Member, train_members
 
 SHAKESPEARE = default_data("textgen")
 AVAILABLE_BACKENDS = [b.name for b in rnnbackends.list_backends() if b.status == "available"]
@@ -141,12 +144,63 @@ def test_gradients_of_a_chunk_that_starts_from_a_carried_state(cell):
 
 
 @pytest.mark.parametrize("flag, value", [("--layers", "0"), ("--hidden", "2.5"), ("--dropout", "1"),
-                                         ("--batch-size", "-3"), ("--bptt", "many")])
+                                         ("--batch-size", "-3"), ("--bptt", "many"), ("--lr-decay", "0"),
+                                         ("--lr-decay", "1.5")])
 def test_cli_refuses_bad_model_options_with_exit_2(flag, value):
     done = subprocess.run([sys.executable, "-m", "rnnbackends.cli", "train", "textgen", flag, value],
                           capture_output=True, text=True)
     assert done.returncode == 2
     assert flag in done.stderr and repr(value) in done.stderr and "Traceback" not in done.stderr
+
+
+def test_dropout_before_the_output_layer_is_inverted_and_off_in_evaluation():
+    kwargs = dict(vocab_size=7, embed_dim=3, hidden_size=50, num_layers=1, backend="numpy", dtype="float64", seed=4)
+    model, plain = LanguageModel(dropout=0.5, **kwargs), LanguageModel(dropout=0.0, **kwargs)
+    ids = np.random.default_rng(0).integers(0, 7, (6, 4))
+    model.eval()
+    np.testing.assert_allclose(model.forward(ids), plain.forward(ids))          # eval: the same model
+    model.train()
+    model.forward(ids)
+    mask = model.output_dropout.mask                                            # (T, B, H), one layer: no other
+    assert set(np.unique(mask)) == {0.0, 2.0} and 0.3 < (mask == 0).mean() < 0.7
+    a = model.rnn.forward(model.encoder.forward(ids))
+    np.testing.assert_allclose(model.forward(ids), model.output.forward(a * model.output_dropout.mask))
+    state = model.rng.bit_generator.state
+    weights = np.random.default_rng(1).normal(size=(6, 4, 7))
+
+    def loss():
+        model.rng.bit_generator.state = state                                  # the same masks at every call
+        return float((model.forward(ids) * weights).sum())
+
+    loss()
+    model.backward(weights)
+    check_gradients(loss, model.params, model.grads, max_checks=10)
+
+
+def test_lr_decay_halves_the_rate_after_each_epoch_without_improvement_and_resumes_with_it(tmp_path):
+    scripted = [2.0, 1.5, 1.6, 1.4, 1.45, 1.5]                               # no improvement after epochs 3, 5, 6
+
+    def run(epochs, resume=False, first_epoch=0):
+        model = LanguageModel(5, embed_dim=2, hidden_size=3, backend="numpy", seed=0)
+        chunks = bptt_chunks(np.arange(60) % 5, 2, 5)
+        member = Member(model, Adam(0.01), lambda epoch: chunks)
+        epochs_seen = [first_epoch]
+
+        def validate(m):
+            epochs_seen[0] += 1
+            return {"val_loss": scripted[epochs_seen[0] - 1]}
+
+        out = train_members([member], categorical_cross_entropy, validate, epochs=epochs, meta={"task": "textgen"},
+                            data_fingerprint="x", save=tmp_path / "run", resume=resume, lr_decay=0.5,
+                            progress=False)
+        return out.histories[0], member.optimizer
+
+    history, _ = run(6)
+    assert [record["lr"] for record in history] == [0.01, 0.01, 0.01, 0.005, 0.005, 0.0025]
+    run(3)                                                                      # stopped after epoch 3 ...
+    resumed, optimizer = run(6, resume=True, first_epoch=3)                    # ... and continued
+    assert [record["lr"] for record in resumed] == [record["lr"] for record in history]
+    assert optimizer.lr == 0.00125
 
 
 def test_train_refuses_bad_model_options_before_reading_data(tmp_path):
