@@ -1,4 +1,5 @@
-"""python -m perf run --suite cpu|gpu|e2e [--quick] [--out DIR] ... | compare OLD.json NEW.json | headline RESULT..."""
+"""python -m perf run --suite cpu|gpu|e2e [--quick] [--out DIR] ... | compare OLD.json [OLD2.json ...] NEW.json |
+headline RESULT..."""
 import argparse
 import importlib
 import os
@@ -34,10 +35,11 @@ def main(argv=None):
     run = commands.add_parser("run", help="time a suite's grid and write <suite>.json/.md/.png")
     run.add_argument("--suite", choices=SUITES, required=True)
     run.add_argument("--out", default="perf/results", help="output folder (default: perf/results)")
-    cmp = commands.add_parser("compare", help="flag regressions of NEW against a saved OLD result")
-    cmp.add_argument("old")
-    cmp.add_argument("new")
-    cmp.add_argument("--tolerance", type=float, default=0.10, help="slower by more than this is a regression")
+    cmp = commands.add_parser("compare", help="flag regressions of NEW against one or more saved OLD results")
+    cmp.add_argument("results", nargs="+", metavar="OLD.json [OLD2.json ...] NEW.json")
+    cmp.add_argument("--tolerance", type=float, default=None,
+                     help="slower by more than this fraction is a regression (default: the noise band between "
+                          "two or more old runs, else 0.10)")
     from perf import headline
     headline.add_arguments(commands.add_parser(
         "headline", help="write the summary of saved results into the README and docs/perf.md"))
@@ -51,7 +53,9 @@ def main(argv=None):
     if args.command == "headline":
         return headline.main(args)
     if args.command == "compare":
-        lines, regressions = runner.compare(args.old, args.new, args.tolerance)
+        if len(args.results) < 2:
+            parser.error("compare needs at least one old result and the new one: OLD.json [OLD2.json ...] NEW.json")
+        lines, regressions = runner.compare(args.results[:-1], args.results[-1], args.tolerance)
         print("\n".join(lines))
         return 1 if regressions else 0
     for path in runner.run(module, args, argv):

@@ -245,34 +245,58 @@ def plot(result, peer, path):
 
 # -- compare ----------------------------------------------------------------------------------------
 
-def compare(old_path, new_path, tolerance=0.10):
-    """Lines describing every matched row and the number of regressions (slower by more than tolerance)."""
-    old, new = (json.loads(Path(p).read_text()) for p in (old_path, new_path))
-    old_rows = {_row_key(old, r): r for r in timed_rows(old)}
+def compare(old_paths, new_path, tolerance=None):
+    """Lines describing every matched row and the number of regressions: rows of NEW slower than the old runs'
+    geometric mean by more than the tolerance. Given two or more old runs, the tolerance defaults to their noise
+    band (the largest ratio between two old runs' medians of one row, over the rows of the row's impl); with one,
+    10 %."""
+    old_paths = [old_paths] if isinstance(old_paths, (str, Path)) else list(old_paths)
+    olds = [json.loads(Path(p).read_text()) for p in old_paths]
+    new = json.loads(Path(new_path).read_text())
+    medians = {}                                                      # row key -> [median ms of each old run]
+    for old in olds:
+        for r in timed_rows(old):
+            medians.setdefault(_row_key(old, r), []).append(r)
+    medians = {key: runs for key, runs in medians.items() if len(runs) == len(olds)}
+    bands = {}                                                        # impl -> (noise band, its row)
+    for key, runs in medians.items():
+        times = [r["median_ms"] for r in runs]
+        impl = runs[0]["impl"]
+        if max(times) / min(times) > bands.get(impl, (1.0,))[0]:
+            bands[impl] = (max(times) / min(times), key)
+    fixed = tolerance if tolerance is not None else None if len(olds) > 1 else 0.10
     lines = ["| group | H | B | T | impl | pass | old ms | new ms | new/old | speed-up old → new | |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     regressions = 0
     for r in timed_rows(new):
-        before = old_rows.get(_row_key(new, r))
-        if before is None:
+        runs = medians.get(_row_key(new, r))
+        if runs is None:
             continue
-        ratio = r["median_ms"] / before["median_ms"]
+        before = math.prod(run["median_ms"] for run in runs) ** (1 / len(runs))   # geometric mean of the old runs
+        ratio = r["median_ms"] / before
+        allowed = fixed if fixed is not None else bands.get(r["impl"], (1.0,))[0] - 1     # this impl's noise
         flag = ""
-        if ratio > 1 + tolerance:
+        if ratio > 1 + allowed:
             flag, regressions = "REGRESSION", regressions + 1
-        elif ratio < 1 / (1 + tolerance):
+        elif ratio < 1 / (1 + allowed):
             flag = "faster"
         up = next((k for k in r if k.startswith("speedup_vs_")), None)
-        ups = f"{before[up]:.2f}× → {r[up]:.2f}×" if up and up in before else ""
+        ups = f"{runs[0][up]:.2f}× → {r[up]:.2f}×" if up and up in runs[0] else ""
         lines.append(f"| {r['group']} | {r['H']} | {r['B']} | {r['T']} | {r['impl']} | {r['pass']} | "
-                     f"{before['median_ms']:.3f} | {r['median_ms']:.3f} | {ratio:.2f} | {ups} | {flag} |")
+                     f"{before:.3f} | {r['median_ms']:.3f} | {ratio:.2f} | {ups} | {flag} |")
     lines.append("")
-    lines.append(f"{regressions} regression(s) beyond {tolerance:.0%}.")
-    for label, result in (("old", old), ("new", new)):
+    if len(olds) > 1:
+        for impl, (band, key) in sorted(bands.items()):
+            lines.append(f"Noise band of {impl} between the {len(olds)} old runs: {band:.2f}× (largest at "
+                         f"{', '.join(map(str, key[1:]))}); old ms: their geometric mean.")
+    limit = "each impl's noise band" if fixed is None else f"{fixed:.0%}"
+    lines.append(f"{regressions} regression(s) beyond {limit}.")
+    for label, result in [*((f"old {i + 1}", old) for i, old in enumerate(olds)), ("new", new)]:
         run = result.get("run", {})
         lines.append(f"{label}: {run.get('started_utc', '?')}, commit {run.get('git_commit', '?')[:12]}, "
                      f"threads {result.get('threads', '?')}, load average before {run.get('load_before')}")
-    if old.get("threads") != new.get("threads") or old.get("run", {}).get("cpu") != new.get("run", {}).get("cpu"):
+    if any(old.get("threads") != new.get("threads") or old.get("run", {}).get("cpu") != new.get("run", {}).get("cpu")
+           for old in olds):
         lines.append("WARNING: different thread counts or CPUs: the times are not comparable")
     return lines, regressions
 

@@ -69,6 +69,26 @@ def test_compare_flags_a_slower_median(tmp_path, monkeypatch):
     assert sum("REGRESSION" in line for line in lines) == 1
 
 
+def test_compare_with_two_old_runs_takes_their_noise_band_as_the_tolerance(tmp_path, monkeypatch):
+    """Two old runs whose one row differs 1.3×: a new row 1.2× slower than their geometric mean is noise, one
+    1.4× slower is a regression; the band and its row are printed."""
+    result, paths = run_toy_suite(tmp_path, monkeypatch, "--groups", "latency")
+    def variant(name, factors):
+        changed = json.loads(json.dumps(result))
+        for row, factor in zip(changed["rows"], factors):
+            row["median_ms"] *= factor
+        (tmp_path / name).write_text(json.dumps(changed))
+        return tmp_path / name
+    second_old = variant("old2.json", [1.3])
+    base = 1.3 ** 0.5                                                        # the geometric mean of 1 and 1.3
+    lines, regressions = runner.compare([paths[0], second_old], variant("noise.json", [1.2 * base, 1.2]))
+    assert regressions == 0 and any(f"Noise band of {result['rows'][0]['impl']} between the 2 old runs: 1.30×" in line
+                                          for line in lines)
+    lines, regressions = runner.compare([paths[0], second_old], variant("slower.json", [1.4 * base]))
+    assert regressions == 1 and sum("REGRESSION" in line for line in lines) == 1
+    assert runner.compare([paths[0], second_old], variant("slower.json", [1.4 * base]), tolerance=0.5)[1] == 0
+
+
 def test_headline_is_written_between_the_markers_and_nowhere_else(tmp_path, monkeypatch):
     """perf headline: one column pair per result, the targets, the provenance; text outside the markers kept."""
     result, paths = run_toy_suite(tmp_path, monkeypatch)
