@@ -130,7 +130,7 @@ class OneHot(Layer):
 
     def forward(self, ids):
         """ids (T, B) int -> X (T, B, V)."""
-        return self.table[self.xp.asarray(ids)]
+        return self.xp.take(self.table, self.xp.asarray(ids), axis=0)
 
     def backward(self, d_x):
         """Word ids are discrete: nothing flows back."""
@@ -152,7 +152,7 @@ class Embedding(Layer):
     def forward(self, ids):
         """ids (T, B) int -> X (T, B, D)."""
         self.ids = self.xp.asarray(ids)
-        return self.params["weight"][self.ids]
+        return self.xp.take(self.params["weight"], self.ids, axis=0)             # a row gather: 3x fancy indexing
 
     def backward(self, d_x):
         """dL/dweight[v] = Σ over positions holding word v of dL/dX_t; ids get no gradient."""
@@ -415,12 +415,15 @@ class SequencePool(Layer):
         if self.mode == "mean":
             self.counts = self.valid.sum(axis=0).astype(a.dtype)                   # (B, 1)
             return (a * self.valid).sum(axis=0) / self.counts
-        best = xp.where(self.valid[0], a[0], -xp.inf)                               # (B, H), max so far
+        padding = xp.where(self.valid, 0.0, -xp.inf).astype(a.dtype)               # (T, B, 1): 0 or -inf
+        masked = a + padding                                                        # (T, B, H): padding never wins
+        if not self.training:
+            return masked.max(axis=0)                                               # no backward: no argmax
+        best = masked[0].copy()                                                     # (B, H), max so far
         self.argmax = xp.zeros(best.shape, dtype=np.int64)                          # its step (the first)
         for t in range(1, T):                                     # step by step: argmax over axis 0 copies (T, B, H)
-            row = xp.where(self.valid[t], a[t], -xp.inf)
-            xp.copyto(self.argmax, t, where=row > best)
-            xp.maximum(best, row, out=best)
+            xp.copyto(self.argmax, t, where=masked[t] > best)
+            xp.maximum(best, masked[t], out=best)
         return best
 
     def backward(self, d_y):

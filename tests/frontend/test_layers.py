@@ -148,6 +148,17 @@ def test_parameter_free_layers_gradients(backend, layer):
     check_gradients(lambda: weighted_sum(run()), {"z": z}, {"z": d_z})
 
 
+def test_max_pooling_takes_each_rows_largest_valid_step_in_training_and_evaluation(backend):
+    a = rand(T, B, H, seed=13) - 5.0                                     # every value below the padding's 0
+    lengths = np.array(LENGTHS)
+    expected = np.stack([a[:n, b].max(axis=0) for b, n in enumerate(lengths)])
+    pool = SequencePool("max", backend=backend, dtype="float64")
+    trained = to_host(pool.forward(backend.xp.asarray(a), lengths))
+    pool.training = False
+    np.testing.assert_array_equal(to_host(pool.forward(backend.xp.asarray(a), lengths)), expected)
+    np.testing.assert_array_equal(trained, expected)
+
+
 @pytest.mark.parametrize("masked", [False, True])
 def test_loss_gradients(backend, masked):
     xp = backend.xp
