@@ -35,10 +35,10 @@ PARALLEL_MIN_WORK = 1 << 20
 # noise from B = 32 at H = 128-512 and the tiles won 1.3-1.4× at B = 8.
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 # The GEMMs around the chain (X·W_X, dW_X, dX, dW_A) are split into one part per numba thread, each a
-# single-threaded BLAS call on a Python thread (NumPy releases the GIL), from this many multiply-adds (~1 ms on
-# one core); below, one call: waking the helper thread cost ~0.2 ms per GEMM in whole calls at 2²²·⁶ (B=1, H=256,
-# T=96: forward+backward 2.8 ms split, 2.1 ms not; docs/backends/numba.md, Thresholds).
-GEMM_SPLIT_MIN_WORK = 1 << 26
+# single-threaded BLAS call on a Python thread (NumPy releases the GIL), from this many multiply-adds (~0.8 ms on
+# one core; split, ~0.4 ms plus the ~0.2 ms that waking the helper thread cost per GEMM in whole calls: at 2²²·⁶,
+# B=1, H=256, T=96, forward+backward took 2.8 ms split and 2.1 ms not; docs/backends/numba.md).
+GEMM_SPLIT_MIN_WORK = 1 << 25
 # Optional front-end kernels (docs/plugins.md), each one pass where NumPy makes several: frontend_kernels.py.
 FRONTEND_KERNELS = ("softmax_cross_entropy", "embedding_backward", "adam_update")
 
