@@ -209,8 +209,10 @@ def _run_suite(args):
                         row["input_gemm_ms"] = input_gemm_ms
                         row["gflops_chain"] = (2 * B * H * GATES[cell] * H * T
                                                / (max(ms - input_gemm_ms, 1e-6) * 1e-3) / 1e9)
-                    path = getattr(names_and_backends[impl].impl, "path", lambda *a: "")
-                    row["path"] = path(T, B, H) if cell == "rnn" else path(T, B, H, cell)
+                    backend = names_and_backends[impl]
+                    path = getattr(backend.impl, "path", lambda *a: "")
+                    with backend._threads(T * B * GATES[cell] * H * H):          # as inside the call (BLAS held)
+                        row["path"] = path(T, B, H) if cell == "rnn" else path(T, B, H, cell)
         _add_speedups(shape_rows)
         rows += shape_rows
         print(f"[cpu] {group} H={H} B={B} T={T}: " + ", ".join(

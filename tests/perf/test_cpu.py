@@ -154,3 +154,17 @@ def test_headline_lists_the_gated_cells_targets(tmp_path, monkeypatch):
     text = headline.headline(headline.load([paths[0]]))
     assert "| gru-training (1) |" in text
     assert "- GRU over torch.nn.GRU, forward+backward on the training shapes: geometric mean **" in text
+
+
+def test_reported_path_is_the_one_the_call_takes_with_blas_held():
+    """With NumPy's BLAS on two threads a wide step picks per-step BLAS, but inside a call the handle holds BLAS
+    to one thread and the chain runs in tiles: the suite labels the row as the call runs it."""
+    from threadpoolctl import threadpool_limits
+
+    import rnnbackends
+    backend = rnnbackends.get_backend("numba")
+    T, B, H = 64, 16, 1024
+    with threadpool_limits(2, user_api="blas"):
+        assert backend.impl.path(T, B, H) == "blas-step"
+        with backend._threads(T * B * H * H):
+            assert backend.impl.path(T, B, H).startswith("blocked")
