@@ -17,23 +17,14 @@ from ..models import LanguageModel
 from ..optimizers import Adam
 from ..training import Member, fingerprint, train_members
 from . import TaskResult
-from .base import CELL, Data, Option, Task
+from .base import CELL, Data, Option, Task, whole_number
 
 EMBED_DIM = {"char": 32, "word": 64}
-TRAINING = dict(lr=0.002, epochs=20, clip_norm=5.0, max_words=10000)
+TRAINING = dict(lr=0.002, clip_norm=5.0, max_words=10000)
+SIMPLE_MODEL = dict(layers=1, hidden=256, dropout=0.0, batch_size=64, bptt=100, epochs=20)   # the lecture's RNN
+GATED_MODEL = dict(layers=2, hidden=256, dropout=0.2, batch_size=32, bptt=64, epochs=13)    # --cell gru|lstm
 VALIDATION = dict(batch_size=16, steps=200)
 PRIME, SAMPLE_LENGTH, TEMPERATURE = "ROMEO:", 500, 0.8
-
-
-def positive_int(value):
-    """An integer >= 1 (a size or a count), from the command line or Python."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = 0.0
-    if number < 1 or not number.is_integer():
-        raise ValueError(f"expected a whole number >= 1, got {value!r}")
-    return int(number)
 
 
 def dropout_rate(value):
@@ -121,30 +112,30 @@ class Textgen(Task):
     higher_is_better = False
     baselines = ("unigram", "bigram")
     options = (Option("level", "model characters or words", default="char", choices=("char", "word")), CELL,
-               Option("layers", "stacked recurrent layers", 1, type=positive_int),
-               Option("hidden", "units H per recurrent layer", 256, type=positive_int),
-               Option("dropout", "dropout between stacked layers and before the output layer", 0.0,
-                      type=dropout_rate),
-               Option("batch_size", "parallel rows of the text stream per batch", 64, type=positive_int),
-               Option("bptt", "steps per truncated-BPTT chunk (the state carries across chunks)", 100,
-                      type=positive_int),
+               Option("layers", "stacked recurrent layers (default 1; 2 with a gated --cell)", type=whole_number(1)),
+               Option("hidden", "units H per recurrent layer (default 256)", type=whole_number(1)),
+               Option("dropout", "dropout between stacked layers and before the output layer (default 0; 0.2 with "
+                      "a gated --cell)", type=dropout_rate),
+               Option("batch_size", "parallel rows of the text stream per batch (default 64; 32 with a gated "
+                      "--cell)", type=whole_number(1)),
+               Option("bptt", "steps per truncated-BPTT chunk, the state carried across chunks (default 100; 64 "
+                      "with a gated --cell)", type=whole_number(1)),
                Option("lr_decay", "multiply the learning rate by this after an epoch that does not lower the "
                       "validation loss (1: constant)", 0.5, type=decay_factor))
 
     def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
-              log=None, level="char", cell="rnn", layers=1, hidden=256, dropout=0.0, batch_size=64, bptt=100,
+              log=None, level="char", cell="rnn", layers=None, hidden=None, dropout=None, batch_size=None, bptt=None,
               lr_decay=0.5):
-        """Train the stateful language model with truncated BPTT; report validation nats per token against n-grams."""
+        """Train the stateful language model with truncated BPTT; report validation nats per token against n-grams.
+        Options left None (and ``epochs``) take SIMPLE_MODEL's values with the simple RNN, else GATED_MODEL's."""
         started = time.perf_counter()
-        if level not in EMBED_DIM:
-            raise ValueError(f"--level must be 'char' or 'word', got {level!r}")
-        for flag, value, check in (("--layers", layers, positive_int), ("--hidden", hidden, positive_int),
-                                   ("--dropout", dropout, dropout_rate), ("--batch-size", batch_size, positive_int),
-                                   ("--bptt", bptt, positive_int), ("--lr-decay", lr_decay, decay_factor)):
-            try:
-                check(value)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{flag}: {exc}") from None
+        defaults = SIMPLE_MODEL if cell == "rnn" else GATED_MODEL
+        layers, hidden, dropout, batch_size, bptt, epochs = (
+            defaults[name] if value is None else value for name, value in (
+                ("layers", layers), ("hidden", hidden), ("dropout", dropout), ("batch_size", batch_size),
+                ("bptt", bptt), ("epochs", epochs)))
+        self.check_options(dict(level=level, cell=cell, layers=layers, hidden=hidden, dropout=dropout,
+                                batch_size=batch_size, bptt=bptt, lr_decay=lr_decay))   # before any work
         tokenizer = tokenizer_for(level)
         train_text, val_text = split_text(read_text(data))
         train_tokens = tokenizer(train_text)
@@ -160,7 +151,6 @@ class Textgen(Task):
             loss = evaluate_stream(m, val_ids)
             return {"val_loss": loss, "val_bits": loss / math.log(2)}
 
-        epochs = TRAINING["epochs"] if epochs is None else epochs
         meta = {"task": self.name, "level": level, "tokenizer": tokenizer.config(), "vocabulary": vocabulary.tokens}
         run = train_members([Member(model, Adam(TRAINING["lr"]), lambda epoch: chunks)], categorical_cross_entropy,
                             validate, epochs=epochs, meta=meta, save=save, resume=resume,

@@ -36,7 +36,7 @@ def test_evaluate_repeats_the_score_of_train(name, tmp_path):
     ("timeseries", {"season": "year"}, "--season: expected a whole number, got 'year'"),
     ("timeseries", {"season": 1}, "--season: must be at least 2, got 1"),
     ("sentiment", {"cv": 2.5}, "--cv: expected a whole number, got 2.5"),
-    ("textgen", {"layers": 0}, "--layers: expected a whole number >= 1, got 0"),
+    ("textgen", {"layers": 0}, "--layers: must be at least 1, got 0"),
     ("translation", {"cell": "tcn"}, "--cell must be one of rnn, gru, lstm, got 'tcn'"),
 ])
 def test_check_options_applies_each_options_type_and_names_the_flag(name, options, message):
