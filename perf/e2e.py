@@ -87,16 +87,20 @@ VARIANT = {"textgen": "char", "translation": "luong"}    # where a task keeps op
 ALIASES = {"hidden": "hidden_size", "layers": "num_layers", "bptt": "steps"}      # task option -> model/TRAINING key
 
 
-def task_options(task):
-    """(the model's options, the training options) of a task's default run: its HYPERPARAMETERS, TRAINING and
-    EMBED_DIM tables (the default variant's entry where they hold one per variant) over its options' defaults."""
+def task_options(task, cell="rnn"):
+    """(the model's options, the training options) of a task's default run with ``cell``: its HYPERPARAMETERS,
+    TRAINING and EMBED_DIM tables (the default variant's entry where they hold one per variant) over its per-cell
+    defaults (SIMPLE_MODEL for the simple cell, GATED_MODEL for GRU and LSTM, where the task keeps them) over its
+    options' defaults."""
     import importlib
     module = importlib.import_module(f"rnnbackends.tasks.{task}")
 
     def table(name):
         value = getattr(module, name, {})
         return value.get(VARIANT.get(task), value) if isinstance(value, dict) else value
-    defaults = {ALIASES.get(o.name, o.name): o.default for o in module.TASK.options}
+    per_cell = getattr(module, "SIMPLE_MODEL" if cell == "rnn" else "GATED_MODEL", {})
+    defaults = {**{ALIASES.get(o.name, o.name): o.default for o in module.TASK.options},
+                **{ALIASES.get(k, k): v for k, v in per_cell.items()}}
     hyper = {**defaults, **table("HYPERPARAMETERS")}
     if isinstance(table("EMBED_DIM"), int):
         hyper.setdefault("embed_dim", table("EMBED_DIM"))
@@ -104,9 +108,9 @@ def task_options(task):
     return {k: hyper.get(k, default) for k, default in MODEL_OPTIONS[task].items()}, training
 
 
-def batch_shape(task, small):
+def batch_shape(task, small, cell="rnn"):
     """(B, T) of a task's training batch: the task's batch size and the data's padded length (``SHAPES``)."""
-    _, training = task_options(task)
+    _, training = task_options(task, cell)
     if small:
         return SMALL["B"], SMALL["T"]
     T = {"textgen": training.get("steps"), "speech": SHAPES["speech"]["frames"]}.get(task, SHAPES[task].get("T"))
@@ -172,7 +176,7 @@ def our_case(task, cell, backend, host, seed=0):
     from rnnbackends import losses, models
     from rnnbackends.data import Batch
     from rnnbackends.optimizers import Adam
-    hyper, training = task_options(task)
+    hyper, training = task_options(task, cell)
     common = dict(cell=cell, backend=backend, seed=seed)
     if task == "sentiment":
         model = models.SequenceClassifier(SHAPES[task]["V"], 2, **hyper, **common)
@@ -213,7 +217,7 @@ def torch_case(task, cell, host, seed=0):
     from torch import nn
     from torch.nn import functional as F
     torch.manual_seed(seed)
-    hyper, training = task_options(task)
+    hyper, training = task_options(task, cell)
     shape = SHAPES[task]
     Cell = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell]
     tensor = lambda a, dtype=torch.float32: torch.as_tensor(np.asarray(a), dtype=dtype)   # noqa: E731
@@ -323,6 +327,7 @@ def torch_case(task, cell, host, seed=0):
                 self.embedding = nn.Embedding(shape["V"], hyper["embed_dim"])
                 self.rnn = recurrent(hyper["embed_dim"], hyper["hidden_size"], hyper["num_layers"],
                                      dropout=hyper["dropout"])
+                self.dropout = nn.Dropout(hyper["dropout"])                          # before the output layer
                 self.output = nn.Linear(hyper["hidden_size"], shape["V"])
                 self.state = None
 
@@ -330,7 +335,7 @@ def torch_case(task, cell, host, seed=0):
                 state = None if self.state is None else (tuple(s.detach() for s in self.state) if cell == "lstm"
                                                          else self.state.detach())
                 a, self.state = self.rnn(self.embedding(ids), state)                 # stateful: carried, detached
-                return self.output(a)
+                return self.output(self.dropout(a))
         model = Model()
         inputs = (tensor(host["ids"], torch.long),)
         targets = tensor(host["targets"], torch.long).reshape(-1)
@@ -441,7 +446,7 @@ class Split:
 def time_training(task, cell, backends, warmup, repeats, small):
     """Rows of one task and cell: every backend and torch, interleaved step by step; medians and splits."""
     import torch
-    B, T = batch_shape(task, small)
+    B, T = batch_shape(task, small, cell)
     host = host_batch(task, B, T)
     splits = {name: Split(our_case(task, cell, backend, host)) for name, backend in backends.items()}
     _, torch_step, _ = torch_case(task, cell, host)

@@ -57,51 +57,93 @@ def rnn_backward_chain(d_a, d_a_n, a, w_a, steps, nonlinearity, chain_saved=None
 # dZ_X (T, B, G·H), the gradient of X_t·W_X + b_A, and dZ_R, that of A_{t-1}·W_A + b_R; they differ only in GRU's
 # n gate, where the reset multiplies the recurrent product. Then dW_X = Σ X_tᵀ·dZ_X, db_A = Σ dZ_X,
 # dX_t = dZ_X·W_Xᵀ, dW_A = Σ A_{t-1}ᵀ·dZ_R, db_R = Σ dZ_R.
+# Only the products with W_A and what depends on them are sequential: biases and the local derivatives of the gates
+# are computed for all steps at once, and each step works in place (out=) on rows of preallocated arrays. Through
+# padding the state is frozen, so its gradient passes through unchanged: the carries start at dL/dA_n (and dL/dC_n)
+# and are kept where a step is padding.
 
 def sigmoid(z):
     """σ(z) = 1 / (1 + e^-z)."""
     return 1.0 / (1.0 + np.exp(-z))
 
 
+def sigmoid_in_place(z):
+    """z <- σ(z) = 1 / (1 + e^-z), without temporaries."""
+    z *= -1.0                                         # not np.negative(z, out=z): NumPy 2.4 gets a float32 column wrong
+    np.exp(z, out=z)
+    z += 1.0
+    np.reciprocal(z, out=z)
+
+
+def padding_steps(steps, T, B):
+    """(T, B, 1) bool, True on padding (t >= lengths[b]); None when every row has all T steps."""
+    return None if bool((steps == T).all()) else ~valid_steps(np, steps, T, B)[:, :, None]
+
+
 def gru_forward_chain(z, a0, w_a, b_a, b_r, steps):
     """r, u = σ(·), n = tanh(Z_Xn + r ⊙ (A_{t-1}·W_An + b_Rn)), A_t = (1 − u) ⊙ n + u ⊙ A_{t-1} -> (a, saved)."""
     T, B, G = z.shape
     H = G // 3
-    valid = valid_steps(np, steps, T, B)[:, :, None]                 # (T, B, 1)
-    a = np.zeros((T, B, H), dtype=z.dtype)                            # A_1..A_T, 0 on padding
-    r, u, n, z_rn = (np.zeros((T, B, H), dtype=z.dtype) for _ in range(4))
+    padding = padding_steps(steps, T, B)                              # (T, B, 1) or None
+    gates = z                                                         # becomes r, u, n step by step (T, B, 3H)
+    gates += b_a                                                      # X_t·W_X + b_A, all steps at once
+    a = np.empty((T, B, H), dtype=z.dtype)                            # A_1..A_T, 0 on padding
+    z_rn = np.empty((T, B, H), dtype=z.dtype)                         # A_{t-1}·W_An + b_Rn, kept for backward
+    z_r = np.empty((B, G), dtype=z.dtype)                             # A_{t-1}·W_A + b_R of one step
     a_prev = a0
     for t in range(T):
-        z_x = z[t] + b_a                                              # X_t·W_X + b_A (B, 3H)
-        z_r = a_prev @ w_a + b_r                                      # A_{t-1}·W_A + b_R (B, 3H)
-        r[t] = sigmoid(z_x[:, :H] + z_r[:, :H])
-        u[t] = sigmoid(z_x[:, H:2 * H] + z_r[:, H:2 * H])
+        r_u, n = gates[t, :, :2 * H], gates[t, :, 2 * H:]
+        np.matmul(a_prev, w_a, out=z_r)
+        z_r += b_r
+        r_u += z_r[:, :2 * H]
+        sigmoid_in_place(r_u)                                         # r, u
+        r, u = r_u[:, :H], r_u[:, H:]
+        np.multiply(r, z_r[:, 2 * H:], out=z_rn[t])                    # r ⊙ (A_{t-1}·W_An + b_Rn), for now
+        n += z_rn[t]
+        np.tanh(n, out=n)                                             # n
         z_rn[t] = z_r[:, 2 * H:]
-        n[t] = np.tanh(z_x[:, 2 * H:] + r[t] * z_rn[t])
-        a_new = (1 - u[t]) * n[t] + u[t] * a_prev
-        a[t] = np.where(valid[t], a_new, 0)
-        a_prev = np.where(valid[t], a_new, a_prev)                    # frozen past the row's length
-    return a, (r, u, n, z_rn)
+        np.subtract(a_prev, n, out=a[t])                              # A_t = n + u ⊙ (A_{t-1} − n)
+        a[t] *= u
+        a[t] += n
+        if padding is not None:                                       # frozen past the row's length, A_t = 0
+            a_state = np.where(padding[t], a_prev, a[t])
+            np.copyto(a[t], 0, where=padding[t])
+            a_prev = a_state
+        else:
+            a_prev = a[t]
+    return a, (gates, z_rn)
 
 
 def gru_backward_chain(d_a, d_a_n, a, a0, w_a, steps, saved):
     """BPTT through the GRU chain -> (dZ_X (T,B,3H), dZ_R (T,B,3H), dA_0 (B,H))."""
-    r, u, n, z_rn = saved
+    gates, z_rn = saved
     T, B, H = a.shape
-    valid = valid_steps(np, steps, T, B)[:, :, None]
-    d_a = np.where(valid, d_a, 0)
-    d_a[steps - 1, np.arange(B)] += d_a_n                              # A_n is A at each row's last step
-    dz_x, dz_r = np.zeros((T, B, 3 * H), dtype=a.dtype), np.zeros((T, B, 3 * H), dtype=a.dtype)
-    carry = np.zeros((B, H), dtype=a.dtype)                           # dL/dA_t arriving from step t+1
+    padding = padding_steps(steps, T, B)
+    r, u, n = gates[:, :, :H], gates[:, :, H:2 * H], gates[:, :, 2 * H:]
+    a_prev = np.concatenate([a0[None], a[:-1]])                       # A_{t-1} (T, B, H); frozen rows never read
+    dn_factor = (1 - u) * (1 - n * n)                                 # ∂A_t/∂Z_n: through tanh
+    du_factor = (a_prev - n) * u * (1 - u)                            # ∂A_t/∂Z_u
+    dr_factor = z_rn * r * (1 - r)                                    # ∂Z_n/∂Z_r
+    dz_x, dz_r = np.empty((T, B, 3 * H), dtype=a.dtype), np.empty((T, B, 3 * H), dtype=a.dtype)
+    carry = np.array(d_a_n)                                           # dL/dA_t arriving from step t+1 (or A_n)
+    g, through_w_a = np.empty((B, H), dtype=a.dtype), np.empty((B, H), dtype=a.dtype)
     for t in reversed(range(T)):
-        a_prev = a[t - 1] if t else a0
-        g = d_a[t] + carry
-        dn = g * (1 - u[t]) * (1 - n[t] ** 2)                         # through tanh
-        du = g * (a_prev - n[t]) * u[t] * (1 - u[t])
-        dr = dn * z_rn[t] * r[t] * (1 - r[t])
-        dz_x[t] = np.where(valid[t], np.concatenate([dr, du, dn], axis=1), 0)
-        dz_r[t] = np.where(valid[t], np.concatenate([dr, du, dn * r[t]], axis=1), 0)
-        carry = np.where(valid[t], g * u[t] + dz_r[t] @ w_a.T, 0)
+        dr, du, dn_r = dz_r[t, :, :H], dz_r[t, :, H:2 * H], dz_r[t, :, 2 * H:]
+        dn = dz_x[t, :, 2 * H:]
+        np.add(d_a[t], carry, out=g)                                  # dL/dA_t
+        np.multiply(g, dn_factor[t], out=dn)
+        np.multiply(g, du_factor[t], out=du)
+        np.multiply(dn, dr_factor[t], out=dr)
+        np.multiply(dn, r[t], out=dn_r)                               # the reset multiplies the recurrent product
+        if padding is None:
+            np.matmul(dz_r[t], w_a.T, out=through_w_a)
+            np.multiply(g, u[t], out=carry)                           # dL/dA_{t-1} = g ⊙ u + dZ_R·W_Aᵀ
+            carry += through_w_a
+        else:                                                         # no gradient on padding; the carry passes
+            np.copyto(dz_r[t], 0, where=padding[t])
+            np.copyto(dn, 0, where=padding[t])
+            np.copyto(carry, g * u[t] + dz_r[t] @ w_a.T, where=~padding[t])
+    dz_x[:, :, :2 * H] = dz_r[:, :, :2 * H]                           # r and u: the same on both sides
     return dz_x, dz_r, carry
 
 
@@ -109,45 +151,77 @@ def lstm_forward_chain(z, a0, c0, w_a, b_a, b_r, steps):
     """i, f, o = σ(·), g = tanh(·); C_t = f ⊙ C_{t-1} + i ⊙ g, A_t = o ⊙ tanh(C_t) -> (a, c_n, saved)."""
     T, B, G = z.shape
     H = G // 4
-    valid = valid_steps(np, steps, T, B)[:, :, None]
-    a = np.zeros((T, B, H), dtype=z.dtype)
-    gates = np.zeros((T, B, 4 * H), dtype=z.dtype)                   # i, f, g, o after their nonlinearities
-    c = np.zeros((T, B, H), dtype=z.dtype)                            # C_1..C_T (frozen past the length)
+    padding = padding_steps(steps, T, B)
+    gates = z                                                         # becomes i, f, g, o step by step (T, B, 4H)
+    gates += b_a + b_r                                                # X_t·W_X + b_A + b_R, all steps at once
+    a = np.empty((T, B, H), dtype=z.dtype)                            # A_1..A_T, 0 on padding
+    c = np.empty((T, B, H), dtype=z.dtype)                            # C_1..C_T (frozen past the length)
+    tanh_c = np.empty((T, B, H), dtype=z.dtype)                       # tanh(C_t), kept for backward
+    recurrent, i_g = np.empty((B, G), dtype=z.dtype), np.empty((B, H), dtype=z.dtype)
     a_prev, c_prev = a0, c0
     for t in range(T):
-        pre = z[t] + b_a + a_prev @ w_a + b_r                         # (B, 4H)
-        i, f = sigmoid(pre[:, :H]), sigmoid(pre[:, H:2 * H])
-        g, o = np.tanh(pre[:, 2 * H:3 * H]), sigmoid(pre[:, 3 * H:])
-        gates[t] = np.concatenate([i, f, g, o], axis=1)
-        c_new = f * c_prev + i * g
-        a_new = o * np.tanh(c_new)
-        a[t] = np.where(valid[t], a_new, 0)
-        a_prev, c_prev = np.where(valid[t], a_new, a_prev), np.where(valid[t], c_new, c_prev)
-        c[t] = c_prev
-    return a, c_prev, (gates, c)
+        pre = gates[t]                                                # (B, 4H)
+        pre += np.matmul(a_prev, w_a, out=recurrent)                  # + A_{t-1}·W_A
+        sigmoid_in_place(pre[:, :2 * H])                              # i, f
+        np.tanh(pre[:, 2 * H:3 * H], out=pre[:, 2 * H:3 * H])         # g
+        sigmoid_in_place(pre[:, 3 * H:])                              # o
+        i, f, g, o = pre[:, :H], pre[:, H:2 * H], pre[:, 2 * H:3 * H], pre[:, 3 * H:]
+        np.multiply(f, c_prev, out=c[t])                              # C_t = f ⊙ C_{t-1} + i ⊙ g
+        c[t] += np.multiply(i, g, out=i_g)
+        np.tanh(c[t], out=tanh_c[t])
+        np.multiply(o, tanh_c[t], out=a[t])                           # A_t = o ⊙ tanh(C_t)
+        if padding is not None:                                       # frozen past the row's length, A_t = 0
+            np.copyto(c[t], c_prev, where=padding[t])
+            a_state = np.where(padding[t], a_prev, a[t])
+            np.copyto(a[t], 0, where=padding[t])
+            a_prev = a_state
+        else:
+            a_prev = a[t]
+        c_prev = c[t]
+    return a, c_prev, (gates, c, tanh_c)
 
 
 def lstm_backward_chain(d_a, d_a_n, d_c_n, a, a0, c0, w_a, steps, saved):
     """BPTT through the LSTM chain -> (dZ (T,B,4H), the same dZ for the recurrent side, dA_0, dC_0)."""
-    gates, c = saved
+    gates, c, tanh_c = saved
     T, B, H = a.shape
-    valid = valid_steps(np, steps, T, B)[:, :, None]
-    last = np.arange(T)[:, None] == (steps - 1)[None, :]             # (T, B): each row's last valid step
-    d_a = np.where(valid, d_a, 0)
-    d_a[steps - 1, np.arange(B)] += d_a_n
-    dz = np.zeros((T, B, 4 * H), dtype=a.dtype)
-    carry_a, carry_c = np.zeros((B, H), dtype=a.dtype), np.zeros((B, H), dtype=a.dtype)
+    padding = padding_steps(steps, T, B)
+    i, f, g, o = (gates[:, :, k * H:(k + 1) * H] for k in range(4))
+    do_factor = 1 - o                                                 # ∂A_t/∂Z_o = tanh(C_t) ⊙ σ'(o)
+    do_factor *= o
+    do_factor *= tanh_c
+    dc_factor = tanh_c * tanh_c                                       # ∂A_t/∂C_t = o ⊙ (1 − tanh² C_t)
+    np.subtract(1, dc_factor, out=dc_factor)
+    dc_factor *= o
+    ifg_factor = np.empty((T, B, 3, H), dtype=a.dtype)                # ∂C_t/∂Z_i, ∂C_t/∂Z_f, ∂C_t/∂Z_g
+    d_i, d_f, d_g = ifg_factor[:, :, 0], ifg_factor[:, :, 1], ifg_factor[:, :, 2]
+    np.subtract(1, i, out=d_i)                                        # g ⊙ σ'(i)
+    d_i *= i
+    d_i *= g
+    np.subtract(1, f, out=d_f)                                        # C_{t-1} ⊙ σ'(f)
+    d_f *= f
+    d_f[1:] *= c[:-1]
+    d_f[0] *= c0
+    np.multiply(g, g, out=d_g)                                        # i ⊙ tanh'(g)
+    np.subtract(1, d_g, out=d_g)
+    d_g *= i
+    dz = np.empty((T, B, 4 * H), dtype=a.dtype)
+    dz_gates = dz.reshape(T, B, 4, H)                                 # the same memory, one gate per row
+    carry_a, carry_c = np.array(d_a_n), np.array(d_c_n)               # dL/dA_t, dL/dC_t arriving from step t+1
+    g_a, g_c = np.empty((B, H), dtype=a.dtype), np.empty((B, H), dtype=a.dtype)
     for t in reversed(range(T)):
-        i, f, g, o = (gates[t][:, k * H:(k + 1) * H] for k in range(4))
-        c_prev = c[t - 1] if t else c0
-        tanh_c = np.tanh(c[t])
-        g_a = d_a[t] + carry_a
-        g_c = g_a * o * (1 - tanh_c ** 2) + carry_c + np.where(last[t][:, None], d_c_n, 0)
-        dz_t = np.concatenate([g_c * g * i * (1 - i), g_c * c_prev * f * (1 - f), g_c * i * (1 - g ** 2),
-                               g_a * tanh_c * o * (1 - o)], axis=1)
-        dz[t] = np.where(valid[t], dz_t, 0)
-        carry_a = np.where(valid[t], dz[t] @ w_a.T, 0)
-        carry_c = np.where(valid[t], g_c * f, 0)
+        np.add(d_a[t], carry_a, out=g_a)                              # dL/dA_t
+        np.multiply(g_a, do_factor[t], out=dz_gates[t, :, 3])         # dL/dZ_o
+        np.multiply(g_a, dc_factor[t], out=g_c)                       # dL/dC_t
+        g_c += carry_c
+        np.multiply(g_c[:, None], ifg_factor[t], out=dz_gates[t, :, :3])   # dL/dZ_i, dL/dZ_f, dL/dZ_g
+        if padding is None:
+            np.multiply(g_c, f[t], out=carry_c)                       # dL/dC_{t-1}
+            np.matmul(dz[t], w_a.T, out=carry_a)                      # dL/dA_{t-1}
+        else:                                                         # no gradient on padding; the carries pass
+            np.copyto(dz[t], 0, where=padding[t])
+            np.copyto(carry_c, g_c * f[t], where=~padding[t])
+            np.copyto(carry_a, dz[t] @ w_a.T, where=~padding[t])
     return dz, dz, carry_a, carry_c
 
 
