@@ -53,19 +53,15 @@ def rnn_backward_chain(d_a, d_a_n, a, w_a, steps, nonlinearity, chain_saved=None
 
 # -- The gated cells (PyTorch's gate orders and equations), chain parts in plain NumPy ----------------------------
 # z (T, B, G·H) holds X_t·W_X for the G gates side by side; b_a is the input-side bias (PyTorch bias_ih), b_r the
-# recurrent-side one (bias_hh). Past a row's length the state is frozen and a[t, b] is 0. Backward chains return
-# dZ_X (T, B, G·H), the gradient of X_t·W_X + b_A, and dZ_R, that of A_{t-1}·W_A + b_R; they differ only in GRU's
-# n gate, where the reset multiplies the recurrent product. Then dW_X = Σ X_tᵀ·dZ_X, db_A = Σ dZ_X,
-# dX_t = dZ_X·W_Xᵀ, dW_A = Σ A_{t-1}ᵀ·dZ_R, db_R = Σ dZ_R.
+# recurrent-side one (bias_hh). Past a row's length a[t, b] is 0 and the final state is the last valid step's (the
+# row runs on from zeros there, read by nothing). Backward chains return dZ_X (T, B, G·H), the gradient of
+# X_t·W_X + b_A, and dZ_R, that of A_{t-1}·W_A + b_R; they differ only in GRU's n gate, where the reset multiplies
+# the recurrent product. Then dW_X = Σ X_tᵀ·dZ_X, db_A = Σ dZ_X, dX_t = dZ_X·W_Xᵀ, dW_A = Σ A_{t-1}ᵀ·dZ_R,
+# db_R = Σ dZ_R.
 # Only the products with W_A and what depends on them are sequential: biases and the local derivatives of the gates
 # are computed for all steps at once, and each step works in place (out=) on rows of preallocated arrays. Through
-# padding the state is frozen, so its gradient passes through unchanged: the carries start at dL/dA_n (and dL/dC_n)
-# and are kept where a step is padding.
-
-def sigmoid(z):
-    """σ(z) = 1 / (1 + e^-z)."""
-    return 1.0 / (1.0 + np.exp(-z))
-
+# padding the state counts as frozen (A_n is the last valid step's), so its gradient passes through unchanged: the
+# carries start at dL/dA_n (and dL/dC_n) and are kept where a step is padding.
 
 def sigmoid_in_place(z):
     """z <- σ(z) = 1 / (1 + e^-z), without temporaries."""
@@ -105,12 +101,9 @@ def gru_forward_chain(z, a0, w_a, b_a, b_r, steps):
         np.subtract(a_prev, n, out=a[t])                              # A_t = n + u ⊙ (A_{t-1} − n)
         a[t] *= u
         a[t] += n
-        if padding is not None:                                       # frozen past the row's length, A_t = 0
-            a_state = np.where(padding[t], a_prev, a[t])
+        if padding is not None:                                       # A_t = 0 past the row's length
             np.copyto(a[t], 0, where=padding[t])
-            a_prev = a_state
-        else:
-            a_prev = a[t]
+        a_prev = a[t]
     return a, (gates, z_rn)
 
 
@@ -155,7 +148,7 @@ def lstm_forward_chain(z, a0, c0, w_a, b_a, b_r, steps):
     gates = z                                                         # becomes i, f, g, o step by step (T, B, 4H)
     gates += b_a + b_r                                                # X_t·W_X + b_A + b_R, all steps at once
     a = np.empty((T, B, H), dtype=z.dtype)                            # A_1..A_T, 0 on padding
-    c = np.empty((T, B, H), dtype=z.dtype)                            # C_1..C_T (frozen past the length)
+    c = np.empty((T, B, H), dtype=z.dtype)                            # C_1..C_T
     tanh_c = np.empty((T, B, H), dtype=z.dtype)                       # tanh(C_t), kept for backward
     recurrent, i_g = np.empty((B, G), dtype=z.dtype), np.empty((B, H), dtype=z.dtype)
     a_prev, c_prev = a0, c0
@@ -170,15 +163,10 @@ def lstm_forward_chain(z, a0, c0, w_a, b_a, b_r, steps):
         c[t] += np.multiply(i, g, out=i_g)
         np.tanh(c[t], out=tanh_c[t])
         np.multiply(o, tanh_c[t], out=a[t])                           # A_t = o ⊙ tanh(C_t)
-        if padding is not None:                                       # frozen past the row's length, A_t = 0
-            np.copyto(c[t], c_prev, where=padding[t])
-            a_state = np.where(padding[t], a_prev, a[t])
+        if padding is not None:                                       # A_t = 0 past the row's length
             np.copyto(a[t], 0, where=padding[t])
-            a_prev = a_state
-        else:
-            a_prev = a[t]
-        c_prev = c[t]
-    return a, c_prev, (gates, c, tanh_c)
+        a_prev, c_prev = a[t], c[t]
+    return a, c[steps - 1, np.arange(B)], (gates, c, tanh_c)          # C_n: each row's last valid step
 
 
 def lstm_backward_chain(d_a, d_a_n, d_c_n, a, a0, c0, w_a, steps, saved):
