@@ -239,8 +239,8 @@ class Translation(Task):
         training_seconds = {"training_wall_seconds": time.perf_counter() - started,
                             "training_cpu_seconds": time.process_time() - cpu_started}
         result = self.score(model, d, run.histories, started)
-        result.details.update(best_epoch=best["epoch"] if best else None, cell=cell, attention=attention,
-                              **training_seconds)
+        result.details.update(best_epoch=best["epoch"] if best else None, epochs_trained=len(run.histories[0]),
+                              cell=cell, attention=attention, **training_seconds)
         if log:
             log(f"translation: trained in {training_seconds['training_wall_seconds']:.0f} s wall, "
                 f"{training_seconds['training_cpu_seconds']:.0f} s CPU; test BLEU {result.value:.2f}, "

@@ -195,3 +195,17 @@ def test_output_layer_on_the_valid_rows_alone_equals_the_masked_loss(cell):
     assert full_grads.keys() == valid_grads.keys()
     for name in full_grads:
         np.testing.assert_allclose(valid_grads[name], full_grads[name], rtol=1e-12, atol=1e-15, err_msg=name)
+
+
+def test_attention_statistics_of_uniform_and_of_one_hot_weights():
+    d = translation.prepare(None)
+    model = AttentionTranslator(len(d.source_vocabulary), len(d.target_vocabulary), embed_dim=4, hidden_size=6,
+                                backend="numpy", dtype="float64")
+    model.attention.params["w_alpha"][...] = 0.0                                  # every score 0: α uniform
+    uniform = translation.attention_statistics(model, d, d.test[:60], batch_size=25)
+    assert uniform["pairs"] == 60 and uniform["target_steps"] == sum(len(d.target_ids[i]) + 1 for i in d.test[:60])
+    for name in ("entropy", "last_source_mass", "diagonal_mass"):
+        assert uniform[name] == pytest.approx(uniform[f"uniform_{name}"], rel=1e-9)
+    model.attention.params["w_alpha"][...] = np.eye(6) * 1e4                    # α one-hot: entropy 0
+    peaked = translation.attention_statistics(model, d, d.test[:60], batch_size=25)
+    assert peaked["entropy"] < 1e-3 < uniform["entropy"]
