@@ -162,7 +162,8 @@ class Backend:
                     raise TypeError(f"{name} has dtype {arr.dtype}; rnnbackends computes in float32 or "
                                     f"float64: convert with {name}.astype('float32')")
                 dtype, dtype_from = arr.dtype, name
-                self._require(_FLOAT_DTYPES[arr.dtype], f"dtype {arr.dtype}")
+                if _FLOAT_DTYPES[arr.dtype] not in self.capabilities:     # (formatting a dtype costs µs)
+                    self._require(_FLOAT_DTYPES[arr.dtype], f"dtype {arr.dtype}")
             elif arr.dtype != dtype:
                 raise TypeError(f"{name} has dtype {arr.dtype} but {dtype_from} has {dtype}; "
                                 f"convert it with {name}.astype('{dtype}')")

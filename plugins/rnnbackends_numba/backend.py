@@ -109,11 +109,15 @@ class NumbaBackend(ChainBackend):
 
     def _plan(self, T, B, H, G=1):
         """(per-step BLAS?, threads sharing the batch rows) for a call of this shape, G gates per cell."""
+        work = B * H * G * H                                                     # multiply-adds per step
+        if G * H * H >= BLAS_STEP_MIN_H ** 2 or T * B * SHORT_CALL_ROWS < G * H * H:
+            return True, 1
+        if T * work < PARALLEL_MIN_WORK and work < BLAS_STEP_MIN_WORK_WIDE:        # small: no thread counts read
+            return False, 1
         import numba
         threads, blas_threaded = numba.get_num_threads(), self.blas_threads() > 1
-        work = B * H * G * H                                                     # multiply-adds per step
-        if G * H * H >= BLAS_STEP_MIN_H ** 2 or T * B * SHORT_CALL_ROWS < G * H * H or blas_threaded and (
-                work >= BLAS_STEP_MIN_WORK_THREADED or B >= BLAS_STEP_WIDE_B and work >= BLAS_STEP_MIN_WORK_WIDE):
+        if blas_threaded and (work >= BLAS_STEP_MIN_WORK_THREADED
+                              or B >= BLAS_STEP_WIDE_B and work >= BLAS_STEP_MIN_WORK_WIDE):
             return True, 1
         if blas_threaded or T * work < PARALLEL_MIN_WORK:
             return False, 1
