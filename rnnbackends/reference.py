@@ -113,13 +113,22 @@ def gru_backward_chain(d_a, d_a_n, a, a0, w_a, steps, saved):
     T, B, H = a.shape
     padding = padding_steps(steps, T, B)
     r, u, n = gates[:, :, :H], gates[:, :, H:2 * H], gates[:, :, 2 * H:]
-    a_prev = np.concatenate([a0[None], a[:-1]])                       # A_{t-1} (T, B, H); frozen rows never read
-    dn_factor = (1 - u) * (1 - n * n)                                 # ∂A_t/∂Z_n: through tanh
-    du_factor = (a_prev - n) * u * (1 - u)                            # ∂A_t/∂Z_u
-    dr_factor = z_rn * r * (1 - r)                                    # ∂Z_n/∂Z_r
+    one_minus_u = 1 - u
+    dn_factor = n * n                                                 # ∂A_t/∂Z_n = (1 − u) ⊙ (1 − n²)
+    np.subtract(1, dn_factor, out=dn_factor)
+    dn_factor *= one_minus_u
+    du_factor = np.empty_like(n)                                      # ∂A_t/∂Z_u = (A_{t-1} − n) ⊙ u ⊙ (1 − u)
+    np.subtract(a[:-1], n[1:], out=du_factor[1:])
+    np.subtract(a0, n[0], out=du_factor[0])
+    du_factor *= u
+    du_factor *= one_minus_u
+    dr_factor = 1 - r                                                 # ∂Z_n/∂Z_r = (A_{t-1}·W_An + b_Rn) ⊙ σ'(r)
+    dr_factor *= r
+    dr_factor *= z_rn
     dz_x, dz_r = np.empty((T, B, 3 * H), dtype=a.dtype), np.empty((T, B, 3 * H), dtype=a.dtype)
     carry = np.array(d_a_n)                                           # dL/dA_t arriving from step t+1 (or A_n)
     g, through_w_a = np.empty((B, H), dtype=a.dtype), np.empty((B, H), dtype=a.dtype)
+    valid = None if padding is None else ~padding
     for t in reversed(range(T)):
         dr, du, dn_r = dz_r[t, :, :H], dz_r[t, :, H:2 * H], dz_r[t, :, 2 * H:]
         dn = dz_x[t, :, 2 * H:]
@@ -128,14 +137,17 @@ def gru_backward_chain(d_a, d_a_n, a, a0, w_a, steps, saved):
         np.multiply(g, du_factor[t], out=du)
         np.multiply(dn, dr_factor[t], out=dr)
         np.multiply(dn, r[t], out=dn_r)                               # the reset multiplies the recurrent product
-        if padding is None:
-            np.matmul(dz_r[t], w_a.T, out=through_w_a)
-            np.multiply(g, u[t], out=carry)                           # dL/dA_{t-1} = g ⊙ u + dZ_R·W_Aᵀ
-            carry += through_w_a
-        else:                                                         # no gradient on padding; the carry passes
+        if padding is not None:                                       # no gradient on padding
             np.copyto(dz_r[t], 0, where=padding[t])
             np.copyto(dn, 0, where=padding[t])
-            np.copyto(carry, g * u[t] + dz_r[t] @ w_a.T, where=~padding[t])
+        np.matmul(dz_r[t], w_a.T, out=through_w_a)                    # dL/dA_{t-1} = g ⊙ u + dZ_R·W_Aᵀ
+        if padding is None:
+            np.multiply(g, u[t], out=carry)
+            carry += through_w_a
+        else:                                                         # ... where step t is valid; else it passes
+            g *= u[t]
+            g += through_w_a
+            np.copyto(carry, g, where=valid[t])
     dz_x[:, :, :2 * H] = dz_r[:, :, :2 * H]                           # r and u: the same on both sides
     return dz_x, dz_r, carry
 
@@ -197,6 +209,7 @@ def lstm_backward_chain(d_a, d_a_n, d_c_n, a, a0, c0, w_a, steps, saved):
     dz_gates = dz.reshape(T, B, 4, H)                                 # the same memory, one gate per row
     carry_a, carry_c = np.array(d_a_n), np.array(d_c_n)               # dL/dA_t, dL/dC_t arriving from step t+1
     g_a, g_c = np.empty((B, H), dtype=a.dtype), np.empty((B, H), dtype=a.dtype)
+    valid = None if padding is None else ~padding
     for t in reversed(range(T)):
         np.add(d_a[t], carry_a, out=g_a)                              # dL/dA_t
         np.multiply(g_a, do_factor[t], out=dz_gates[t, :, 3])         # dL/dZ_o
@@ -208,8 +221,10 @@ def lstm_backward_chain(d_a, d_a_n, d_c_n, a, a0, c0, w_a, steps, saved):
             np.matmul(dz[t], w_a.T, out=carry_a)                      # dL/dA_{t-1}
         else:                                                         # no gradient on padding; the carries pass
             np.copyto(dz[t], 0, where=padding[t])
-            np.copyto(carry_c, g_c * f[t], where=~padding[t])
-            np.copyto(carry_a, dz[t] @ w_a.T, where=~padding[t])
+            g_c *= f[t]
+            np.copyto(carry_c, g_c, where=valid[t])
+            np.matmul(dz[t], w_a.T, out=g_a)
+            np.copyto(carry_a, g_a, where=valid[t])
     return dz, dz, carry_a, carry_c
 
 
