@@ -141,8 +141,7 @@ class NumbaBackend(ChainBackend):
                 product(a0 if t == 0 else a[t - 1])
                 k.forward_step_finish(a[t], z_rec, b_a, steps, t, relu)
         else:
-            w_a_packed = k.pack_columns(w_a)                                     # W_A by column vectors
-            w_a_t = k.transposed(w_a)                                            # W_Aᵀ (H, H)
+            w_a_packed, w_a_t = k.pack_for_tiles(w_a)                            # W_A by column vectors, W_Aᵀ
             if chunks > 1:
                 k.forward_rows_parallel(a, a0, w_a_packed, w_a_t, b_a, steps, relu, chunks)
             else:
@@ -186,7 +185,7 @@ class NumbaBackend(ChainBackend):
                 k.gru_step(z[t], a[t], prev, rec, z_rn[t], b_a, b_r, steps, t, 0, B)
         else:
             rec = np.empty((B, G), dtype=z.dtype)
-            w_a_packed, w_a_t = k.pack_columns(w_a), k.transposed(w_a)           # W_A by column vectors, W_Aᵀ
+            w_a_packed, w_a_t = k.pack_for_tiles(w_a)                            # W_A by column vectors, W_Aᵀ
             if chunks > 1:
                 k.gru_forward_rows_parallel(z, a, a0, z_rn, rec, w_a_packed, w_a_t, b_a, b_r, steps, chunks)
             else:
@@ -233,7 +232,7 @@ class NumbaBackend(ChainBackend):
                 k.lstm_step(z[t], a[t], c[t], c0 if t == 0 else c[t - 1], rec, bias, steps, t, 0, B)
         else:
             rec = np.empty((B, G), dtype=z.dtype)
-            w_a_packed, w_a_t = k.pack_columns(w_a), k.transposed(w_a)
+            w_a_packed, w_a_t = k.pack_for_tiles(w_a)                            # W_A by column vectors, W_Aᵀ
             if chunks > 1:
                 k.lstm_forward_rows_parallel(z, a, c, a0, c0, rec, w_a_packed, w_a_t, bias, steps, chunks)
             else:

@@ -255,6 +255,14 @@ def pack_columns(w):
     return np.ascontiguousarray(w[:, :N - N % lanes].reshape(K, N // lanes, lanes).transpose(1, 0, 2))
 
 
+def pack_for_tiles(w):
+    """(pack_columns(w), m) for the tiles' product by w (K, N): m = wᵀ (N, K) when N % LANES units are left to
+    dot products, else an empty (0, K), which the tiles never read (saves a copy of w per call)."""
+    K, N = w.shape
+    m = transposed(w) if N % (VECTOR_BYTES // w.itemsize) else np.empty((0, K), dtype=w.dtype)
+    return pack_columns(w), m
+
+
 @serial
 def transposed(w):
     """wᵀ (N, K) contiguous, for w (K, N): in 16×64 blocks, 4-9× faster than NumPy's copy at H = 1024-1760."""
