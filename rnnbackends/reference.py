@@ -83,21 +83,21 @@ def gru_forward_chain(z, a0, w_a, b_a, b_r, steps):
     padding = padding_steps(steps, T, B)                              # (T, B, 1) or None
     gates = z                                                         # becomes r, u, n step by step (T, B, 3H)
     gates += b_a                                                      # X_t·W_X + b_A, all steps at once
+    gates[:, :, :2 * H] += b_r[:2 * H]                                # r and u add the recurrent side whole
     a = np.empty((T, B, H), dtype=z.dtype)                            # A_1..A_T, 0 on padding
     z_rn = np.empty((T, B, H), dtype=z.dtype)                         # A_{t-1}·W_An + b_Rn, kept for backward
-    z_r = np.empty((B, G), dtype=z.dtype)                             # A_{t-1}·W_A + b_R of one step
+    z_r = np.empty((B, G), dtype=z.dtype)                             # A_{t-1}·W_A of one step
+    reset = np.empty((B, H), dtype=z.dtype)
     a_prev = a0
     for t in range(T):
         r_u, n = gates[t, :, :2 * H], gates[t, :, 2 * H:]
         np.matmul(a_prev, w_a, out=z_r)
-        z_r += b_r
         r_u += z_r[:, :2 * H]
         sigmoid_in_place(r_u)                                         # r, u
         r, u = r_u[:, :H], r_u[:, H:]
-        np.multiply(r, z_r[:, 2 * H:], out=z_rn[t])                    # r ⊙ (A_{t-1}·W_An + b_Rn), for now
-        n += z_rn[t]
+        np.add(z_r[:, 2 * H:], b_r[2 * H:], out=z_rn[t])
+        n += np.multiply(r, z_rn[t], out=reset)                       # Z_Xn + r ⊙ (A_{t-1}·W_An + b_Rn)
         np.tanh(n, out=n)                                             # n
-        z_rn[t] = z_r[:, 2 * H:]
         np.subtract(a_prev, n, out=a[t])                              # A_t = n + u ⊙ (A_{t-1} − n)
         a[t] *= u
         a[t] += n
