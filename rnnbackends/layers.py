@@ -416,7 +416,9 @@ class SequencePool(Layer):
             self.counts = self.valid.sum(axis=0).astype(a.dtype)                   # (B, 1)
             return (a * self.valid).sum(axis=0) / self.counts
         padding = xp.where(self.valid, 0.0, -xp.inf).astype(a.dtype)               # (T, B, 1): 0 or -inf
-        masked = a + padding                                                        # (T, B, H): padding never wins
+        if getattr(self, "masked", None) is None or self.masked.shape != a.shape or self.masked.dtype != a.dtype:
+            self.masked = xp.empty_like(a)                # kept between calls: a fresh (T, B, H) costs page faults
+        masked = xp.add(a, padding, out=self.masked)                                # (T, B, H): padding never wins
         if not self.training:
             return masked.max(axis=0)                                               # no backward: no argmax
         best = masked[0].copy()                                                     # (B, H), max so far
