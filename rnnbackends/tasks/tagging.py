@@ -28,7 +28,7 @@ EXAMPLES = ["I like red apples", "The quick brown fox jumps over the lazy dog.",
 HYPERPARAMETERS = dict(embed_dim=48, char_embed_dim=24, char_hidden_size=64, hidden_size=128, num_layers=1,
                        dropout=0.3, embed_dropout=0.2)
 MAX_WORD_CHARS = 20                  # longer words (URLs, e-mail addresses) are spelled by their first and last 10
-TRAINING = dict(lr=0.003, batch_size=32, epochs=12, clip_norm=5.0, word_dropout=0.1)
+TRAINING = dict(lr=0.003, batch_size=32, epochs=12, clip_norm=5.0, word_dropout=0.25, lr_decay=0.5)
 
 
 def read_conllu(path):
@@ -126,16 +126,23 @@ def model_inputs(encoded, sentences, characters):
     return (*pad_features(encoded), *spell(sentences, characters))
 
 
-def batches_of(d, part, batch_size, rng=None, word_dropout=0.0):
-    """Padded Batches of one part; in training each word id becomes ``<unk>`` with probability ``word_dropout`` (its
-    suffixes, shape and spelling stay)."""
+def rare_word_dropout(d, alpha):
+    """Per word id, the probability alpha / (alpha + count) that training reads it as ``<unk>``: rare words stand in
+    for the unseen words of test time, frequent ones keep their embedding (0 for padding and ``<unk>``)."""
+    counts = np.bincount(np.concatenate(d.encoded["train"])[:, 0], minlength=len(d.vocabulary)).astype(float)
+    return np.where(counts > 0, alpha / (alpha + counts), 0.0)                  # (V,)
+
+
+def batches_of(d, part, batch_size, rng=None, word_dropout=None):
+    """Padded Batches of one part; in training each word id w becomes ``<unk>`` with probability ``word_dropout[w]``
+    (its suffixes, shape and spelling stay)."""
     out = []
     for rows in minibatches(len(d.parts[part]), batch_size, rng):
         inputs = model_inputs([d.encoded[part][i] for i in rows], [d.parts[part][i][0] for i in rows], d.characters)
         ids = inputs[0]
-        if word_dropout:
-            dropped = rng.random(ids.shape[:2]) < word_dropout                   # (T, B)
-            ids[:, :, 0] = np.where(dropped & (ids[:, :, 0] > 0), d.vocabulary.unk_id, ids[:, :, 0])
+        if word_dropout is not None:
+            dropped = rng.random(ids.shape[:2]) < word_dropout[ids[:, :, 0]]     # (T, B)
+            ids[:, :, 0] = np.where(dropped, d.vocabulary.unk_id, ids[:, :, 0])
         targets = np.zeros(ids.shape[:2], dtype=np.int64)                        # (T, B)
         for b, i in enumerate(rows):
             targets[:len(d.tag_ids[part][i]), b] = d.tag_ids[part][i]
@@ -206,8 +213,9 @@ class Tagging(Task):
         d = prepare(data)
         model = CharTagger(len(d.vocabulary), NUM_FEATURES, len(d.characters), len(UPOS), **HYPERPARAMETERS,
                            cell=cell, backend=backend, seed=seed)
+        word_dropout = rare_word_dropout(d, TRAINING["word_dropout"])
         batches = lambda epoch: batches_of(d, "train", TRAINING["batch_size"], epoch_rng(seed, epoch),  # noqa: E731
-                                           TRAINING["word_dropout"])
+                                           word_dropout)
 
         def validate(m):
             """Dev loss and accuracy."""
@@ -226,7 +234,7 @@ class Tagging(Task):
                             epochs=epochs, meta=meta, save=save, resume=resume,
                             data_fingerprint=fingerprint(d.parts["train"], d.vocabulary.tokens, seed, cell),
                             monitor="val_accuracy", higher_is_better=True, clip_norm=TRAINING["clip_norm"],
-                            progress=progress, log=log, description="tagging")
+                            lr_decay=TRAINING["lr_decay"], progress=progress, log=log, description="tagging")
         best = run.bests[0]
         result = self.score(model, d, run.histories, started)
         result.details["best_epoch"] = best["epoch"] if best else None

@@ -103,6 +103,26 @@ def test_one_training_file_is_tested_on_the_bundled_dev_and_test(tmp_path):
     assert "dev" in files[1].name and "test" in files[2].name
 
 
+def test_word_dropout_reads_rare_words_as_unknown_and_keeps_frequent_ones():
+    d = tagging.prepare(None)
+    word_ids = np.concatenate(d.encoded["train"])[:, 0]
+    counts = np.bincount(word_ids, minlength=len(d.vocabulary))
+    p = tagging.rare_word_dropout(d, 0.25)                                      # (V,)
+    the, once = d.vocabulary.index["w:the"], int(np.flatnonzero(counts == 1)[0])
+    assert p[d.vocabulary.pad_id] == p[d.vocabulary.unk_id] == 0.0
+    assert p[once] == pytest.approx(0.2) and p[the] == pytest.approx(0.25 / (0.25 + counts[the])) and p[the] < 0.001
+    rng = np.random.default_rng(0)
+    read = lambda batches: np.concatenate([b.inputs[0].reshape(-1, 5) for b in batches])     # noqa: E731
+    before = read(tagging.batches_of(d, "train", 64, np.random.default_rng(0)))                # (tokens, F)
+    after = read(tagging.batches_of(d, "train", 64, rng, word_dropout=p))                     # same order
+    np.testing.assert_array_equal(before[:, 1:], after[:, 1:])                  # suffixes and shape stay
+    changed = before[:, 0] != after[:, 0]
+    assert (after[changed, 0] == d.vocabulary.unk_id).all()
+    singletons = counts[before[:, 0]] == 1
+    assert 0.17 < changed[singletons].mean() < 0.23                             # alpha / (alpha + 1) = 0.2
+    assert changed[before[:, 0] == the].mean() < 0.002
+
+
 def test_cli_refuses_textgen_options_for_tagging():
     done = subprocess.run([sys.executable, "-m", "rnnbackends.cli", "train", "tagging", "--layers", "2"],
                           capture_output=True, text=True)
