@@ -15,28 +15,30 @@ def log_softmax(logits):
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def sample_token(logits, temperature=1.0, top_k=None, rng=None):
+def sample_token(logits, temperature=1.0, top_k=None, rng=None, banned=None):
     """One id from logits (V,): argmax when ``temperature`` is 0, else a draw from softmax(z / temperature) over the
-    top k, by inverting its running sum: the first id whose cumulative e^{(z - max z)/temperature} exceeds u·total."""
+    top k, by inverting its running sum: the first id whose cumulative e^{(z - max z)/temperature} exceeds u·total.
+    Ids in ``banned`` (an int array) are never chosen."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    z = np.asarray(logits)
+    weights = np.array(logits, dtype=np.float64)                            # (V,) a copy, computed in place
+    if banned is not None:
+        weights[banned] = -np.inf
     if temperature == 0:
-        return int(z.argmax())
+        return int(weights.argmax())
     if top_k is not None:
         if top_k < 1:
             raise ValueError(f"top-k must be >= 1, got {top_k}")
-        if top_k < len(z):
-            kth_largest = np.partition(z, -top_k)[-top_k]
-            z = np.where(z >= kth_largest, z, -np.inf)
-    weights = np.array(z, dtype=np.float64)                                 # (V,) a copy, computed in place
+        if top_k < len(weights):
+            kth_largest = np.partition(weights, -top_k)[-top_k]
+            weights[weights < kth_largest] = -np.inf
     weights -= np.maximum.reduce(weights)                                   # the ufuncs themselves: ~1 µs each
     weights *= 1.0 / temperature
     np.exp(weights, out=weights)                                            # softmax(z / temperature), unnormalised
     cumulative = np.add.accumulate(weights)                                 # running sums (V,)
     rng = rng if rng is not None else np.random.default_rng()
     token = int(cumulative.searchsorted(rng.random() * cumulative[-1], side="right"))
-    return token if token < len(z) else int(np.flatnonzero(weights)[-1])    # u·total rounded up to the total
+    return token if token < len(weights) else int(np.flatnonzero(weights)[-1])   # u·total rounded up to the total
 
 
 def sample_sequence(step, state, first_token, length, temperature=1.0, top_k=None, rng=None, end_id=None,
@@ -45,15 +47,12 @@ def sample_sequence(step, state, first_token, length, temperature=1.0, top_k=Non
     ``banned`` are never sampled. ``step(tokens (1,), state) -> (logits (1, V), state)``; the state may stay on
     the backend."""
     generated, token = [], first_token
-    banned = np.asarray([int(i) for i in banned], dtype=np.int64)
+    banned = np.asarray([int(i) for i in banned], dtype=np.int64) if len(banned) else None
     tokens = np.empty(1, dtype=np.int64)                                    # the one id fed back in, reused
     for _ in range(length):
         tokens[0] = token
         logits, state = step(tokens, state)                                 # (1, V)
-        logits = np.asarray(logits[0], dtype=np.float64)
-        if banned.size:
-            logits[banned] = -np.inf
-        token = sample_token(logits, temperature, top_k, rng)
+        token = sample_token(logits[0], temperature, top_k, rng, banned)
         if token == end_id:
             break
         generated.append(token)

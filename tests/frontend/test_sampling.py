@@ -40,3 +40,11 @@ def test_a_seed_fixes_the_sampled_stream_and_banned_ids_never_appear():
 
     assert sample(3) == sample(3) and sample(3) != sample(4)
     assert len(sample(3)) == 200 and not {1, 4} & set(sample(3))
+
+
+def test_banned_ids_are_never_chosen_greedily_or_by_top_k():
+    logits = np.array([0.1, 5.0, 2.0, 1.0, 4.0])
+    banned = np.array([1, 4])
+    assert sample_token(logits, 0.0, banned=banned) == 2
+    rng = np.random.default_rng(0)
+    assert {sample_token(logits, 1.0, top_k=2, rng=rng, banned=banned) for _ in range(300)} == {2, 3}
