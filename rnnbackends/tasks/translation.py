@@ -33,8 +33,8 @@ HYPERPARAMETERS = {"none": dict(embed_dim=128, hidden_size=256),                
 TRAINING = {"none": dict(lr=0.002, batch_size=64, epochs=8, clip_norm=5.0, reverse_source=True),
             "luong": dict(lr=0.002, batch_size=64, epochs=8, clip_norm=5.0, reverse_source=False)}
 VOCABULARY = dict(source_min_count=2, target_max_words=4000)
-GRU_CELL = Option(CELL.name, CELL.help + " (translation: gru by default, the best of the three here)", "gru",
-                  CELL.choices)
+GRU_CELL = Option(CELL.name, CELL.help + " (translation: gru by default; gru and lstm are far better than rnn here)",
+                  "gru", CELL.choices)
 ATTENTION = Option("attention", "translation: 'luong' attends over a bidirectional encoder's states; 'none' is the "
                    "lecture's encoder-decoder (the last state alone)", "luong", ("luong", "none"))
 DECODING = dict(beam_size=5, alpha=1.0, max_steps=20)
