@@ -194,10 +194,11 @@ def our_case(task, cell, backend, host, seed=0):
         batch, loss = Batch((host["ids"],), host["targets"]), losses.categorical_cross_entropy
     elif task == "translation":
         from rnnbackends.attention import AttentionTranslator
+        from rnnbackends.tasks.translation import valid_rows_cross_entropy
         model = AttentionTranslator(SHAPES[task]["V_source"], SHAPES[task]["V_target"], **hyper, **common)
-        batch = Batch((host["source"], host["source_lengths"], host["target_in"], host["target_lengths"]),
-                      host["targets"], host["mask"])
-        loss = losses.categorical_cross_entropy
+        batch = Batch((host["source"], host["source_lengths"], host["target_in"], host["target_lengths"],
+                       np.flatnonzero(host["mask"])), host["targets"], host["mask"])   # as the task: valid rows only
+        loss = valid_rows_cross_entropy
     elif task == "timeseries":
         model = models.Forecaster(1, **hyper, **common)
         batch, loss = Batch((host["x"],), host["targets"]), losses.mean_squared_error
