@@ -136,9 +136,9 @@ def test_language_model_matches_and_carries_its_state_on_shakespeare(tmp_path, c
     tokenizer = Tokenizer("char")
     vocabulary = Vocabulary.build([tokenizer(text)])
     stream = np.array(vocabulary.encode(tokenizer(text)), dtype=np.int64)
-    options = textgen.TASK.check_options({"layers": 2})                          # the task's sizes, two layers
-    model = with_random_weights(LanguageModel(len(vocabulary), textgen.EMBED_DIM["char"], options["hidden"],
-                                              options["layers"], cell=cell, stateful=True, backend="numpy"), 2)
+    sizes = textgen.GATED_MODEL                                                  # the task's two-layer sizes
+    model = with_random_weights(LanguageModel(len(vocabulary), textgen.EMBED_DIM["char"], sizes["hidden"],
+                                              sizes["layers"], cell=cell, stateful=True, backend="numpy"), 2)
     (session,) = exported(tmp_path, [model], "textgen", capsys)
     batch = stream[:2 * 4 * 50].reshape(4, 2, 50).transpose(2, 0, 1)           # two chunks (50, B = 4)
     shape = ((2,) if cell == "lstm" else ()) + (model.rnn.num_layers, 4, model.rnn.hidden_size)
