@@ -213,19 +213,29 @@ def idle_cores(loadavg=None):
     """Cores this process may use that no other runnable thread holds right now, at least 1: the cores of its
     affinity minus the running count of /proc/loadavg (or of the text given), less the caller itself. A backend
     that splits a call across threads splits it across at most this many, so that on a busy machine no part of
-    the call waits for a core (all cores where the count cannot be read)."""
+    the call waits for a core (all cores where the count cannot be read). A busy count is read again after
+    yielding the core once, and the lower one kept: a thread that has just finished its part of our previous
+    work (a split GEMM's helper, an OpenMP worker) is still counted as running for a few microseconds."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
-        if loadavg is None:                                  # os.read: a third of open()'s cost
-            fd = os.open("/proc/loadavg", os.O_RDONLY)
-            try:
-                loadavg = os.read(fd, 128)
-            finally:
-                os.close(fd)
-        running = int(loadavg.split()[3].split(b"/" if isinstance(loadavg, bytes) else "/")[0])
+        running = _running(loadavg)
+        if running > 1 and loadavg is None:
+            os.sched_yield()
+            running = min(running, _running(None))
     except (OSError, ValueError, IndexError):
         return cores
     return max(1, min(cores, cores - (running - 1)))
+
+
+def _running(loadavg):
+    """The count of running threads in /proc/loadavg's fourth field (read now, or from the text given)."""
+    if loadavg is None:                                      # os.read: a third of open()'s cost
+        fd = os.open("/proc/loadavg", os.O_RDONLY)
+        try:
+            loadavg = os.read(fd, 128)
+        finally:
+            os.close(fd)
+    return int(loadavg.split()[3].split(b"/" if isinstance(loadavg, bytes) else "/")[0])
 
 
 def _state_parts(name, state, cell, names):

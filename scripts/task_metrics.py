@@ -122,10 +122,18 @@ def data(record):
 
 def minutes(record):
     """The training time as the table shows it: the training's wall time where the record has it apart from
-    ``seconds`` (which is an evaluation's when the record comes from ``evaluate``)."""
-    seconds = record.get("training_wall_seconds", record.get("details", {}).get("training_wall_seconds",
-                                                                                 record.get("seconds")))
-    return "not recorded" if seconds is None else f"{seconds / 60:.1f} min"
+    ``seconds`` (which is an evaluation's when the record comes from ``evaluate``), and its CPU time if recorded."""
+    details = record.get("details", {})
+    seconds = record.get("training_wall_seconds", details.get("training_wall_seconds", record.get("seconds")))
+    cpu = next((source[key] for source in (record, details) for key in CPU_KEYS if key in source), None)
+    if cpu is None and SPEECH_TIMES in details:                      # "wall, CPU" in seconds
+        cpu = float(str(details[SPEECH_TIMES]).split(",")[1])
+    wall = "not recorded" if seconds is None else f"{seconds / 60:.1f} min"
+    return wall if cpu is None else f"{wall} (CPU {cpu / 60:.1f} min)"
+
+
+CPU_KEYS = ("training_cpu_seconds", "training_process_cpu_seconds")
+SPEECH_TIMES = "recogniser training: wall seconds, CPU seconds (all threads)"
 
 
 def markdown(records):
@@ -139,10 +147,10 @@ def markdown(records):
     lines.append("")
     lines.append("Training times are the wall-clock time of the whole run (reading data, training, evaluating, "
                  "decoding the test set; for sentiment also the cross-validation's ten extra trainings) on a 2-core "
-                 "machine shared with other jobs, with BLAS and Numba on one thread each (oversubscribed threads "
-                 "made these runs about 10× slower); the machine's load average was 10–20 during today's runs. "
-                 "Where a record keeps the training's own wall time apart (runs scored afterwards with `evaluate`, "
-                 "some stopped early under that load; see each task's page), that is the time shown.")
+                 "machine shared with other jobs (load averages of 3–20 during these runs), with BLAS and Numba on "
+                 "one thread each. Where a record keeps the training's own wall time apart, that is the time shown; "
+                 "in brackets the training process's CPU time where recorded, which is what the training needs on "
+                 "one core of a quiet machine.")
     for r in records:
         if not r.get("examples"):
             continue

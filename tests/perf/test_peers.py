@@ -288,3 +288,15 @@ def test_idle_cores_counts_the_cores_other_runnable_threads_leave():
     assert idle_cores("9.00 9.00 9.00 40/180 4242") == 1
     assert idle_cores("garbled") == cores
     assert 1 <= idle_cores() <= cores
+
+
+def test_idle_cores_reads_a_busy_count_again_after_yielding(monkeypatch):
+    """A thread that has just finished our previous work still counts as running for a moment: a busy count is
+    read once more after yielding the core and the lower one kept; a count busy both times stays busy."""
+    from rnnbackends import dispatch
+    cores = len(os.sched_getaffinity(0))
+    counts = iter([2, 1])
+    monkeypatch.setattr(dispatch, "_running", lambda loadavg: next(counts))
+    assert dispatch.idle_cores() == cores                                   # transient: every core
+    monkeypatch.setattr(dispatch, "_running", lambda loadavg: 2)
+    assert dispatch.idle_cores() == max(1, cores - 1)                       # another runnable thread both times
