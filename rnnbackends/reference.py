@@ -65,7 +65,7 @@ def rnn_backward_chain(d_a, d_a_n, a, w_a, steps, nonlinearity, chain_saved=None
 
 def sigmoid_in_place(z):
     """z <- σ(z) = 1 / (1 + e^-z), without temporaries."""
-    z *= -1.0                                         # not np.negative(z, out=z): NumPy 2.4 gets a float32 column wrong
+    z *= -1.0                                         # -z, in place
     np.exp(z, out=z)
     z += 1.0
     np.reciprocal(z, out=z)
