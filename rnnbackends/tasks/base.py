@@ -56,6 +56,23 @@ def whole_number(low, why=""):
     return parse
 
 
+def number_in(low, high, what, include_low=True, include_high=False):
+    """An ``Option.type``: a number in the interval from ``low`` to ``high`` (``what`` names it in the error)."""
+    interval = f"{'[' if include_low else '('}{low:g}, {high:g}{']' if include_high else ')'}"
+
+    def parse(value):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        above = low <= number if include_low else low < number
+        below = number <= high if include_high else number < high
+        if not (above and below):
+            raise ValueError(f"expected {what} in {interval}, got {value!r}")
+        return number
+    return parse
+
+
 CELL = Option("cell", "the recurrent cell: the lecture's simple RNN, or a gated GRU or LSTM", "rnn",
               ("rnn", "gru", "lstm"))   # every task takes --cell
 

@@ -17,7 +17,7 @@ from ..models import LanguageModel
 from ..optimizers import Adam
 from ..training import Member, fingerprint, train_members
 from . import TaskResult
-from .base import CELL, Data, Option, Task, whole_number
+from .base import CELL, Data, Option, Task, number_in, whole_number
 
 EMBED_DIM = {"char": 32, "word": 64}
 TRAINING = dict(lr=0.002, clip_norm=5.0, max_words=10000)
@@ -25,28 +25,6 @@ SIMPLE_MODEL = dict(layers=1, hidden=256, dropout=0.0, batch_size=64, bptt=100, 
 GATED_MODEL = dict(layers=2, hidden=256, dropout=0.2, batch_size=32, bptt=64, epochs=13)    # --cell gru|lstm
 VALIDATION = dict(batch_size=16, steps=200)
 PRIME, SAMPLE_LENGTH, TEMPERATURE = "ROMEO:", 500, 0.8
-
-
-def dropout_rate(value):
-    """A dropout probability in [0, 1)."""
-    try:
-        rate = float(value)
-    except (TypeError, ValueError):
-        rate = -1.0
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"expected a dropout rate in [0, 1), got {value!r}")
-    return rate
-
-
-def decay_factor(value):
-    """A learning-rate factor in (0, 1] (1: a constant learning rate)."""
-    try:
-        factor = float(value)
-    except (TypeError, ValueError):
-        factor = 0.0
-    if not 0.0 < factor <= 1.0:
-        raise ValueError(f"expected a factor in (0, 1], got {value!r}")
-    return factor
 
 
 def read_text(data):
@@ -115,13 +93,14 @@ class Textgen(Task):
                Option("layers", "stacked recurrent layers (default 1; 2 with a gated --cell)", type=whole_number(1)),
                Option("hidden", "units H per recurrent layer (default 256)", type=whole_number(1)),
                Option("dropout", "dropout between stacked layers and before the output layer (default 0; 0.2 with "
-                      "a gated --cell)", type=dropout_rate),
+                      "a gated --cell)", type=number_in(0, 1, "a dropout rate")),
                Option("batch_size", "parallel rows of the text stream per batch (default 64; 32 with a gated "
                       "--cell)", type=whole_number(1)),
                Option("bptt", "steps per truncated-BPTT chunk, the state carried across chunks (default 100; 64 "
                       "with a gated --cell)", type=whole_number(1)),
                Option("lr_decay", "multiply the learning rate by this after an epoch that does not lower the "
-                      "validation loss (1: constant)", 0.5, type=decay_factor))
+                      "validation loss (1: constant)", 0.5,
+                      type=number_in(0, 1, "a factor", include_low=False, include_high=True)))
 
     def train(self, data=None, *, backend=None, epochs=None, seed=0, save=None, resume=False, progress=True,
               log=None, level="char", cell="rnn", layers=None, hidden=None, dropout=None, batch_size=None, bptt=None,
