@@ -140,9 +140,10 @@ class AttentionTranslator(Model):
         x_target = self.target_dropout.forward(self.target_embedding.forward(target_in_ids))   # (T, B, D)
         a = self.decoder.forward(x_target, target_lengths, self.initial_state(a0))               # (T, B, H)
         attended = self.output_dropout.forward(self.attention.forward(a, memory, source_lengths))   # Ã (T, B, H)
-        self.rows, self.attended_shape = rows, attended.shape
+        self.rows = None if rows is None else self.xp.asarray(rows)                             # (N,) on the device
+        self.attended_shape = attended.shape
         if rows is not None:
-            attended = attended.reshape(-1, attended.shape[2])[self.xp.asarray(rows)]           # Ã (N, H)
+            attended = attended.reshape(-1, attended.shape[2])[self.rows]                       # Ã (N, H)
         return self.output.forward(attended)
 
     def backward(self, d_logits):
@@ -152,7 +153,7 @@ class AttentionTranslator(Model):
         if self.rows is not None:
             T, B, H = self.attended_shape
             scattered = self.xp.zeros((T * B, H), dtype=d_attended.dtype)
-            scattered[self.xp.asarray(self.rows)] = d_attended                    # padded positions: 0
+            scattered[self.rows] = d_attended                                     # padded positions: 0
             d_attended = scattered.reshape(T, B, H)
         d_attended = self.output_dropout.backward(d_attended)
         d_a, d_memory = self.attention.backward(d_attended)                       # (T, B, H), (S, B, K)

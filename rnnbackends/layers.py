@@ -405,6 +405,7 @@ class SequencePool(Layer):
         if mode not in ("mean", "max"):
             raise ValueError(f"pooling must be 'mean' or 'max', got {mode!r}")
         self.mode = mode
+        self.masked = None                       # max pooling's (T, B, H) buffer, kept: a fresh one costs page faults
 
     def forward(self, a, lengths=None):
         """A (T, B, H) -> (B, H)."""
@@ -416,8 +417,8 @@ class SequencePool(Layer):
             self.counts = self.valid.sum(axis=0).astype(a.dtype)                   # (B, 1)
             return (a * self.valid).sum(axis=0) / self.counts
         padding = xp.where(self.valid, 0.0, -xp.inf).astype(a.dtype)               # (T, B, 1): 0 or -inf
-        if getattr(self, "masked", None) is None or self.masked.shape != a.shape or self.masked.dtype != a.dtype:
-            self.masked = xp.empty_like(a)                # kept between calls: a fresh (T, B, H) costs page faults
+        if self.masked is None or self.masked.shape != a.shape or self.masked.dtype != a.dtype:
+            self.masked = xp.empty_like(a)
         masked = xp.add(a, padding, out=self.masked)                                # (T, B, H): padding never wins
         if not self.training:
             return masked.max(axis=0)                                               # no backward: no argmax

@@ -91,10 +91,9 @@ def fit(model, loss_fn, optimizer, train_batches, *, epochs=10, validate=None, m
     here: ``on_improvement(epoch, record)`` runs when it improves, with ``patience`` training stops after that many
     epochs without improvement, with ``lr_decay`` the optimiser's learning rate is multiplied by it after every
     epoch that does not improve (reduce on plateau), and with ``restore_best`` the best weights come back at the
-    end. To continue a
-    run, pass ``start_epoch`` and the earlier ``history``, ``best`` record and ``best_state`` weights. A stateful
-    model's carried state is reset at the start of every epoch. ``on_epoch_end(epoch, record)`` runs after each
-    epoch (e.g. to save a checkpoint).
+    end. To continue a run, pass ``start_epoch`` and the earlier ``history``, ``best`` record and ``best_state``
+    weights. A stateful model's carried state is reset at the start of every epoch. ``on_epoch_end(epoch, record)``
+    runs after each epoch (e.g. to save a checkpoint).
 
     Under ``mpiexec -n N`` (or with a ``communicator``) training is data-parallel: every rank starts from rank 0's
     weights and optimiser state, computes its block of each batch's rows and applies the same summed update;
