@@ -154,3 +154,50 @@ def test_short_call_path_matches_the_blocked_kernels(nonlinearity, monkeypatch):
         results.append((a, a_n) + tuple(backend.backward_sequence(saved, d_a, a_n)))
     for short, blocked in zip(*results):
         np.testing.assert_allclose(short, blocked, rtol=1e-12, atol=1e-14)
+
+
+SPINNING_WORKERS = r"""
+import os, statistics, time
+import torch  # noqa: F401  (first: its OpenMP runtime enters the global symbol scope)
+import numpy as np
+import rnnbackends
+kernels = rnnbackends.get_backend("numba").impl.kernels
+H, B, T = 128, 16, 64
+rng = np.random.default_rng(0)
+a, a0 = rng.standard_normal((T, B, H), dtype=np.float32), np.zeros((B, H), np.float32)
+w_a = (rng.standard_normal((H, H)) / np.sqrt(H)).astype(np.float32)
+packed, w_a_t = kernels.pack_for_tiles(w_a)
+steps = np.full(B, T, dtype=np.int64)
+
+def running_threads():
+    count = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as stat:
+                count += stat.read().rsplit(")", 1)[1].split()[0] == "R"
+        except OSError:
+            pass
+    return count
+
+fractions = []
+for _ in range(5):
+    kernels.forward_rows_parallel(a.copy(), a0, packed, w_a_t, np.zeros(H, np.float32), steps, False, 2)
+    start, samples = time.perf_counter(), []
+    while time.perf_counter() - start < 0.01:
+        samples.append(running_threads() > 1)
+    fractions.append(sum(samples) / len(samples))
+print(statistics.median(fractions))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads thread states from /proc")
+def test_workers_sleep_after_a_split_call_when_torch_was_imported_first():
+    """numba's OpenMP workers wait passively even when torch's OpenMP runtime was loaded first (bound to it, they
+    spun ~8 ms after every split call and idle_cores() counted a busy core)."""
+    pytest.importorskip("torch")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "NUMBA_NUM_THREADS")}
+    env["NUMBA_NUM_THREADS"] = "2"
+    result = subprocess.run([sys.executable, "-c", SPINNING_WORKERS], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) < 0.4, f"a worker was running in {result.stdout.strip()} of the samples after the call"
