@@ -31,6 +31,11 @@ SHORT_CALL_ROWS = 1 << 13
 # Batch rows are split across numba's threads from this many multiply-adds per call, and only while NumPy's
 # BLAS runs on one thread: threaded OpenBLAS's idle workers spin ~0.1 s after each GEMM and take our cores.
 PARALLEL_MIN_WORK = 1 << 20
+# With too few rows to split (B ≤ ROWS), the units are split across threads instead, one barrier per step, from
+# 2¹⁶ multiply-adds per step (B·H²) and 2²⁵ per call: waking the other thread costs ~0.2-0.5 ms per call on a VM
+# whose idle vCPU sleeps. Through the handle, 2 threads, quiet (fwd, fwd+bwd over one thread): B=1, H=256, T=672
+# 1.31×, 1.11×; H=512, T=672 1.56×, 1.35×; H=512, T=96 (2²⁴·⁶) 1.00×, 1.01×; H=256, T=96 0.78×, 0.99×.
+COLUMNS_MIN_WORK, COLUMNS_MIN_CALL_WORK = 1 << 16, 1 << 25
 # A gated cell's work counts its G gates (W_A is H × G·H): per-step BLAS from G·H² ≥ 2048², and with BLAS
 # threads by the work rules above. On one thread (AVX2, loaded machine) tiles and per-step BLAS tied within
 # noise from B = 32 at H = 128-512 and the tiles won 1.3-1.4× at B = 8.
@@ -77,6 +82,7 @@ class NumbaBackend(ChainBackend):
             setattr(self, name, getattr(frontend_kernels, name))
         self.blas = ThreadpoolController().select(user_api="blas").lib_controllers   # NumPy's BLAS
         self.pools = {}                                                  # threads of split GEMMs, by process and count
+        self.threading_layer = None                                      # numba's, read when a barrier kernel may run
 
     def matmul(self, a, b, out=None):
         """a·b (into out): with NumPy's BLAS on one thread, split along the longer side of the result across
@@ -109,34 +115,53 @@ class NumbaBackend(ChainBackend):
         """Threads NumPy's BLAS uses now (1 under threadpoolctl limits such as the CLI's)."""
         return max((blas.get_num_threads() or 1 for blas in self.blas), default=1)
 
-    def _plan(self, T, B, H, G=1):
-        """(per-step BLAS?, threads sharing the batch rows) for a call of this shape, G gates per cell."""
+    def _plan(self, T, B, H, G=1, itemsize=4):
+        """(per-step BLAS?, threads sharing the call, split of the units rather than the rows?) for a call of this
+        shape, G gates per cell."""
         work = B * H * G * H                                                     # multiply-adds per step
         if G * H * H >= BLAS_STEP_MIN_H ** 2 or T * B * SHORT_CALL_ROWS < G * H * H:
-            return True, 1
+            return True, 1, False
         if T * work < PARALLEL_MIN_WORK and work < BLAS_STEP_MIN_WORK_WIDE:        # small: no thread counts read
-            return False, 1
+            return False, 1, False
         import numba
         threads, blas_threaded = numba.get_num_threads(), self.blas_threads() > 1
         if blas_threaded and (work >= BLAS_STEP_MIN_WORK_THREADED
                               or B >= BLAS_STEP_WIDE_B and work >= BLAS_STEP_MIN_WORK_WIDE):
-            return True, 1
-        if blas_threaded or T * work < PARALLEL_MIN_WORK:
-            return False, 1
+            return True, 1, False
+        if blas_threaded or T * work < PARALLEL_MIN_WORK or threads < 2:
+            return False, 1, False
         chunks = min(threads, -(-B // self.kernels.ROWS))
-        return False, min(chunks, idle_cores()) if chunks > 1 else 1            # idle cores read only when it matters
+        if chunks > 1:
+            return False, min(chunks, idle_cores()), False                      # idle cores read only when it matters
+        vectors, remainder = divmod(H, self.kernels.VECTOR_BYTES // itemsize)
+        if (G == 1 and work >= COLUMNS_MIN_WORK and T * work >= COLUMNS_MIN_CALL_WORK and not remainder
+                and vectors >= 2 and self._barriers_safe()):
+            parts = min(threads, vectors, idle_cores())
+            return False, parts, parts > 1
+        return False, 1, False
+
+    def _barriers_safe(self):
+        """Whether numba's threading layer runs every part of a prange on its own thread at once (OpenMP and
+        workqueue do; TBB may run two parts one after the other on one thread, which a barrier would deadlock)."""
+        if self.threading_layer is None:
+            import numba
+            from numba.np.ufunc import parallel
+            parallel._launch_threads()
+            self.threading_layer = numba.threading_layer()
+        return self.threading_layer in ("omp", "workqueue")
 
     def path(self, T, B, H, cell="rnn"):
         """Which kernel path a call of this shape takes (for perf reports)."""
-        blas, chunks = self._plan(T, B, H, GATES[cell])
-        return "blas-step" if blas else "blocked" if chunks == 1 else f"blocked, {chunks} threads"
+        blas, parts, columns = self._plan(T, B, H, GATES[cell])
+        return ("blas-step" if blas else "blocked" if parts == 1
+                else f"blocked, {parts} threads" + (" by units" if columns else ""))
 
     def rnn_forward_chain(self, a, a0, w_a, b_a, steps, nonlinearity):
         """A_t = g(X_t·W_X + A_{t-1}·W_A + b_A) in place of X_t·W_X in a (T, B, H) -> (a, None)."""
         k = self.kernels
         T, B, H = a.shape
         relu = nonlinearity == "relu"
-        blas, chunks = self._plan(T, B, H)
+        blas, chunks, columns = self._plan(T, B, H, itemsize=a.itemsize)
         if blas:
             z_rec, product = recurrent_product(k, w_a, T, B, a.dtype)            # A_{t-1}·W_A (B, H)
             for t in range(T):
@@ -144,7 +169,9 @@ class NumbaBackend(ChainBackend):
                 k.forward_step_finish(a[t], z_rec, b_a, steps, t, relu)
         else:
             w_a_packed, w_a_t = k.pack_for_tiles(w_a)                            # W_A by column vectors, W_Aᵀ
-            if chunks > 1:
+            if columns:
+                k.forward_columns_parallel(a, a0, w_a_packed, b_a, steps, relu, chunks, barrier_counters())
+            elif chunks > 1:
                 k.forward_rows_parallel(a, a0, w_a_packed, w_a_t, b_a, steps, relu, chunks)
             else:
                 k.forward_rows(a, a0, w_a_packed, w_a_t, b_a, steps, relu, 0, B)
@@ -156,7 +183,7 @@ class NumbaBackend(ChainBackend):
         T, B, H = a.shape
         relu = nonlinearity == "relu"
         dz = np.empty_like(a)                                                    # dL/dZ_t (T, B, H)
-        blas, chunks = self._plan(T, B, H)
+        blas, chunks, columns = self._plan(T, B, H, itemsize=a.itemsize)
         if blas:
             d_next, product = recurrent_product(k, w_a.T, T, B, a.dtype)         # dZ_{t+1}·W_Aᵀ (B, H)
             for t in range(T - 1, -1, -1):
@@ -165,7 +192,10 @@ class NumbaBackend(ChainBackend):
             return dz, np.ascontiguousarray(d_next)                              # dL/dA_0 (B, H)
         d_next = np.zeros((B, H), dtype=a.dtype)                                 # dZ_{t+1}·W_Aᵀ, then dL/dA_0
         w_a_t_packed = k.pack_columns(k.transposed(w_a))                         # W_Aᵀ by column vectors
-        if chunks > 1:
+        if columns:
+            k.backward_columns_parallel(dz, d_a, d_a_n, d_next, a, w_a_t_packed, steps, relu, chunks,
+                                        barrier_counters())
+        elif chunks > 1:
             k.backward_rows_parallel(dz, d_a, d_a_n, d_next, a, w_a_t_packed, w_a, steps, relu, chunks)
         else:
             k.backward_rows(dz, d_a, d_a_n, d_next, a, w_a_t_packed, w_a, steps, relu, 0, B)
@@ -178,7 +208,7 @@ class NumbaBackend(ChainBackend):
         H = G // 3
         a = np.empty((T, B, H), dtype=z.dtype)                                   # A_1..A_T
         z_rn = np.empty((T, B, H), dtype=z.dtype)                                # A_{t-1}·W_An + b_Rn
-        blas, chunks = self._plan(T, B, H, 3)
+        blas, chunks, _ = self._plan(T, B, H, 3)
         if blas:
             rec, product = recurrent_product(k, w_a, T, B, z.dtype)              # A_{t-1}·W_A (B, 3H)
             for t in range(T):
@@ -201,7 +231,7 @@ class NumbaBackend(ChainBackend):
         T, B, H = a.shape
         dz_x, dz_r = np.empty_like(gates), np.empty_like(gates)
         carry = np.zeros((B, H), dtype=a.dtype)                                  # u ⊙ dL/dA_t, into dL/dA_{t-1}
-        blas, chunks = self._plan(T, B, H, 3)
+        blas, chunks, _ = self._plan(T, B, H, 3)
         if blas:
             d_next, product = recurrent_product(k, w_a.T, T, B, a.dtype)         # dZ_R,t+1·W_Aᵀ (B, H)
             for t in range(T - 1, -1, -1):
@@ -226,7 +256,7 @@ class NumbaBackend(ChainBackend):
         H = G // 4
         a, c = np.empty((T, B, H), dtype=z.dtype), np.empty((T, B, H), dtype=z.dtype)   # A_t, C_t (valid steps)
         bias = b_a + b_r                                                         # b_A + b_R (4H,)
-        blas, chunks = self._plan(T, B, H, 4)
+        blas, chunks, _ = self._plan(T, B, H, 4)
         if blas:
             rec, product = recurrent_product(k, w_a, T, B, z.dtype)              # A_{t-1}·W_A (B, 4H)
             for t in range(T):
@@ -249,7 +279,7 @@ class NumbaBackend(ChainBackend):
         T, B, H = a.shape
         dz = np.empty_like(gates)
         carry_c = np.zeros((B, H), dtype=a.dtype)                                # dL/dC_t arriving at step t
-        blas, chunks = self._plan(T, B, H, 4)
+        blas, chunks, _ = self._plan(T, B, H, 4)
         if blas:
             d_next, product = recurrent_product(k, w_a.T, T, B, a.dtype)         # dZ_t+1·W_Aᵀ (B, H)
             for t in range(T - 1, -1, -1):
@@ -293,6 +323,12 @@ def _openmp_loaded():
             return any(name in line for line in maps for name in ("libgomp", "libomp", "libiomp"))
     except OSError:
         return False
+
+
+def barrier_counters():
+    """The shared counters of one call's barriers (kernels.barrier): 16 int64 zeros, arrivals and generation a
+    cache line apart."""
+    return np.zeros(16, dtype=np.int64)
 
 
 def recurrent_product(kernels, w, T, B, dtype):

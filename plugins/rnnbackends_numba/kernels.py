@@ -15,6 +15,7 @@ Results are bit-identical from call to call (the compiled order is fixed) and wh
 across threads (a row's arithmetic never depends on it).
 """
 import math
+import platform
 
 import llvmlite.binding
 import numpy as np
@@ -341,13 +342,13 @@ def _tile(p, w_packed, out, b, v, rows, vectors):
 
 
 @serial
-def _rows_times_vectors(p, w_packed, out, lo, hi, rows, lengths, t):
-    """out[b] += p[b]·w over w's full column vectors, rows lo..hi-1 (a multiple of ``rows``) in tiles of ``rows``."""
-    n_vectors = w_packed.shape[0]
+def _rows_times_vectors(p, w_packed, out, lo, hi, rows, lengths, t, v_lo, v_hi):
+    """out[b] += p[b]·w over w's column vectors v_lo..v_hi-1, rows lo..hi-1 (a multiple of ``rows``) in tiles of
+    ``rows``."""
     width = VECTORS if rows == ROWS else HALF_VECTORS if rows == HALF else ROW_VECTORS
-    v = 0
-    while v < n_vectors:
-        while v + width > n_vectors:
+    v = v_lo
+    while v < v_hi:
+        while v + width > v_hi:
             width //= 2
         for b in range(lo, hi, rows):
             if _active(lengths, b, rows, t):
@@ -356,19 +357,25 @@ def _rows_times_vectors(p, w_packed, out, lo, hi, rows, lengths, t):
 
 
 @serial
-def _rows_times_matrix(p, w_packed, m, out, lo, hi, lengths, t):
-    """out[b] += p[b]·w for rows lo ≤ b < hi still inside their length at step t: p (B, K), m = wᵀ (N, K)."""
+def _rows_times_columns(p, w_packed, out, lo, hi, lengths, t, v_lo, v_hi):
+    """out[b] += p[b]·w over w's column vectors v_lo..v_hi-1 for rows lo ≤ b < hi still inside their length."""
     # Units outermost within each group of tiles: a strip of weights is read once per step and reused by every
     # block of rows. Blocks of ROWS rows, then one of HALF, then single rows (each split of the rows across
     # threads is made of whole ROWS blocks, so a row always lands in the same kind of tile); every tile sums a unit
-    # over k in the same order, so results depend neither on the blocking nor on the split.
+    # over k in the same order, so results depend neither on the blocking nor on a split of rows or columns.
     full = lo + (hi - lo) // ROWS * ROWS
-    _rows_times_vectors(p, w_packed, out, lo, full, ROWS, lengths, t)
+    _rows_times_vectors(p, w_packed, out, lo, full, ROWS, lengths, t, v_lo, v_hi)
     b = full
     if b + HALF <= hi:
-        _rows_times_vectors(p, w_packed, out, b, b + HALF, HALF, lengths, t)
+        _rows_times_vectors(p, w_packed, out, b, b + HALF, HALF, lengths, t, v_lo, v_hi)
         b += HALF
-    _rows_times_vectors(p, w_packed, out, b, hi, 1, lengths, t)
+    _rows_times_vectors(p, w_packed, out, b, hi, 1, lengths, t, v_lo, v_hi)
+
+
+@serial
+def _rows_times_matrix(p, w_packed, m, out, lo, hi, lengths, t):
+    """out[b] += p[b]·w for rows lo ≤ b < hi still inside their length at step t: p (B, K), m = wᵀ (N, K)."""
+    _rows_times_columns(p, w_packed, out, lo, hi, lengths, t, 0, w_packed.shape[0])
     for j in range(w_packed.shape[0] * w_packed.shape[2], m.shape[0]):
         b = lo
         while b + 4 <= hi:
@@ -379,6 +386,112 @@ def _rows_times_matrix(p, w_packed, m, out, lo, hi, lengths, t):
             if t < lengths[b]:
                 _dot_row(p, m, out, b, j)
             b += 1
+
+
+# -- one barrier per step, for a split of the units -----------------------------------------------------
+# With few batch rows a split of the rows leaves threads idle, so the units (W_A's column vectors) are split
+# instead: every thread runs all rows for its own units, and all threads meet once per step, after which each
+# reads the whole state just written. The barrier counts arrivals in sync[0] and releases by bumping a
+# generation in sync[8] (a cache line apart); waiters spin with the CPU's pause hint and yield the core every
+# SPINS rounds, so a part whose thread lost its core gets it back. Atomics are sequentially consistent, so every
+# plain store before the barrier is visible after it. Only run under a threading layer that gives every part its
+# own thread at once (OpenMP or workqueue, and parts ≤ numba's thread count; backend.py checks both).
+
+X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+SPINS = 1 << 12
+
+
+def _sync_slot(context, builder, array_type, array, index):
+    """Pointer to element ``index`` of an int64 array in generated code."""
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.gep(data, [context.cast(builder, index[1], index[0], types.intp)])
+
+
+def _int64_array(sync):
+    return isinstance(sync, types.Array) and sync.dtype == types.int64
+
+
+@intrinsic
+def _atomic_add(typingctx, sync, index, value):
+    """sync[index] += value atomically; returns the value before."""
+    if not _int64_array(sync):
+        return None
+
+    def codegen(context, builder, signature, args):
+        slot = _sync_slot(context, builder, signature.args[0], args[0], (signature.args[1], args[1]))
+        value = context.cast(builder, args[2], signature.args[2], types.int64)
+        return builder.atomic_rmw("add", slot, value, "seq_cst")
+    return types.int64(sync, index, value), codegen
+
+
+@intrinsic
+def _atomic_load(typingctx, sync, index):
+    """sync[index], read atomically."""
+    if not _int64_array(sync):
+        return None
+
+    def codegen(context, builder, signature, args):
+        slot = _sync_slot(context, builder, signature.args[0], args[0], (signature.args[1], args[1]))
+        return builder.load_atomic(slot, "seq_cst", 8)
+    return types.int64(sync, index), codegen
+
+
+@intrinsic
+def _atomic_store(typingctx, sync, index, value):
+    """sync[index] = value, written atomically."""
+    if not _int64_array(sync):
+        return None
+
+    def codegen(context, builder, signature, args):
+        slot = _sync_slot(context, builder, signature.args[0], args[0], (signature.args[1], args[1]))
+        builder.store_atomic(context.cast(builder, args[2], signature.args[2], types.int64), slot, "seq_cst", 8)
+        return context.get_dummy_value()
+    return types.none(sync, index, value), codegen
+
+
+@intrinsic
+def _spin_pause(typingctx):
+    """The CPU's spin-wait hint (x86 ``pause``; nothing elsewhere)."""
+    def codegen(context, builder, signature, args):
+        if X86:
+            builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                        "llvm.x86.sse2.pause"), [])
+        return context.get_dummy_value()
+    return types.none(), codegen
+
+
+@intrinsic
+def _sched_yield(typingctx):
+    """sched_yield(): give the core to another runnable thread."""
+    def codegen(context, builder, signature, args):
+        builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []),
+                                                    "sched_yield"), [])
+        return context.get_dummy_value()
+    return types.none(), codegen
+
+
+@serial
+def barrier(sync, parts):
+    """Wait until all ``parts`` threads have arrived; sync is an int64 array of 16 zeros shared by them."""
+    generation = _atomic_load(sync, 8)
+    if _atomic_add(sync, 0, 1) == parts - 1:                   # the last to arrive resets and releases
+        _atomic_store(sync, 0, 0)
+        _atomic_add(sync, 8, 1)
+    else:
+        spins = 0
+        while _atomic_load(sync, 8) == generation:
+            _spin_pause()
+            spins += 1
+            if spins == SPINS:
+                _sched_yield()
+                spins = 0
+
+
+@serial
+def unit_range(part, parts, vectors, lanes):
+    """(v_lo, v_hi, j_lo, j_hi): part's run of whole column vectors of W_A and the units they hold."""
+    v_lo, v_hi = vectors * part // parts, vectors * (part + 1) // parts
+    return v_lo, v_hi, v_lo * lanes, v_hi * lanes
 
 
 # -- forward ----------------------------------------------------------------------------------------
@@ -411,6 +524,29 @@ def forward_rows_parallel(a, a0, w_a_packed, w_a_t, b_a, lengths, relu, n_chunks
         lo = ROWS * (blocks * c // n_chunks)
         hi = min(B, ROWS * (blocks * (c + 1) // n_chunks))
         forward_rows(a, a0, w_a_packed, w_a_t, b_a, lengths, relu, lo, hi)
+
+
+@parallel
+def forward_columns_parallel(a, a0, w_a_packed, b_a, lengths, relu, parts, sync):
+    """forward_rows with the units split into ``parts`` runs of whole column vectors (H a multiple of LANES), one
+    per thread, every thread on all rows, one barrier per step."""
+    T, B, H = a.shape
+    for part in prange(parts):
+        v_lo, v_hi, j_lo, j_hi = unit_range(part, parts, w_a_packed.shape[0], w_a_packed.shape[2])
+        for t in range(T):
+            prev = a0 if t == 0 else a[t - 1]                    # A_{t-1} (B, H), all units
+            out = a[t]                                           # X_t·W_X (B, H) → A_t, own units
+            for b in range(B):
+                row = out[b]
+                for j in range(j_lo, j_hi):
+                    row[j] += b_a[j]
+            _rows_times_columns(prev, w_a_packed, out, 0, B, lengths, t, v_lo, v_hi)
+            for b in range(B):
+                if t < lengths[b]:
+                    _activate_row(out[b, j_lo:j_hi], relu)
+                else:
+                    out[b, j_lo:j_hi] = 0
+            barrier(sync, parts)
 
 
 @serial
@@ -473,6 +609,21 @@ def backward_rows_parallel(dz, d_a, d_a_n, d_next, a, w_a_t_packed, w_a, lengths
         lo = ROWS * (blocks * c // n_chunks)
         hi = min(B, ROWS * (blocks * (c + 1) // n_chunks))
         backward_rows(dz, d_a, d_a_n, d_next, a, w_a_t_packed, w_a, lengths, relu, lo, hi)
+
+
+@parallel
+def backward_columns_parallel(dz, d_a, d_a_n, d_next, a, w_a_t_packed, lengths, relu, parts, sync):
+    """backward_rows with the units split into ``parts`` runs of whole column vectors, one per thread: each
+    computes dZ_t for its units, then, after the barrier, its units of dZ_t·W_Aᵀ from all of dZ_t."""
+    T, B, H = dz.shape
+    for part in prange(parts):
+        v_lo, v_hi, j_lo, j_hi = unit_range(part, parts, w_a_t_packed.shape[0], w_a_t_packed.shape[2])
+        for t in range(T - 1, -1, -1):
+            backward_step_start(dz[t, :, j_lo:j_hi], d_a[t, :, j_lo:j_hi], d_a_n[:, j_lo:j_hi],
+                                d_next[:, j_lo:j_hi], a[t, :, j_lo:j_hi], lengths, t, relu, 0, B)
+            barrier(sync, parts)                                 # all of dZ_t written
+            d_next[:, j_lo:j_hi] = 0
+            _rows_times_columns(dz[t], w_a_t_packed, d_next, 0, B, lengths, t, v_lo, v_hi)
 
 
 # == GRU and LSTM ====================================================================================

@@ -76,6 +76,33 @@ def test_thread_split_is_bit_identical_to_serial(dtype, nonlinearity, monkeypatc
         np.testing.assert_array_equal(s, p)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_unit_split_is_bit_identical_to_serial(dtype, nonlinearity, monkeypatch):
+    """With too few rows to split, the units are split across threads (one barrier per step): no bit changes."""
+    import numba
+    if numba.get_num_threads() < 2:
+        pytest.skip("numba runs one thread here: nothing to split")
+    T, B, D, H = 9, 3, 4, 48
+    (x, a0, w_x, w_a, b_a), lengths = make_case(T, B, D, H, dtype, lengths=[9, 2, 6])
+    d_a = np.random.default_rng(1).standard_normal((T, B, H)).astype(dtype)
+    monkeypatch.setattr(numba_backend, "BLAS_STEP_MIN_H", 10**9)
+    monkeypatch.setattr(numba_backend, "SHORT_CALL_ROWS", 10**9)                   # never a short call
+    monkeypatch.setattr(numba_backend, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(numba_backend.NumbaBackend, "blas_threads", lambda self: 1)
+    monkeypatch.setattr(numba_backend, "idle_cores", lambda: 2)
+    results = []
+    for min_work in (10**18, 0):                                # serial, then units split across threads
+        monkeypatch.setattr(numba_backend, "COLUMNS_MIN_WORK", min_work)
+        monkeypatch.setattr(numba_backend, "COLUMNS_MIN_CALL_WORK", min_work)
+        backend = numba_backend.NumbaBackend()
+        assert backend.path(T, B, H).endswith("by units") == (min_work == 0)
+        a, a_n, saved = backend.forward_sequence(x, a0, w_x, w_a, b_a, lengths=lengths, nonlinearity=nonlinearity)
+        results.append((a, a_n) + tuple(backend.backward_sequence(saved, d_a, a_n)))
+    for s, p in zip(*results):
+        np.testing.assert_array_equal(s, p)
+
+
 def test_repeated_calls_are_bit_identical(monkeypatch):
     """The same inputs give the same bits, call after call, on every path."""
     first, second = run_paths("float32", "tanh", monkeypatch), run_paths("float32", "tanh", monkeypatch)
