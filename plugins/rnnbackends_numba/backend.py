@@ -134,7 +134,7 @@ class NumbaBackend(ChainBackend):
         if chunks > 1:
             return False, min(chunks, idle_cores()), False                      # idle cores read only when it matters
         vectors, remainder = divmod(H, self.kernels.VECTOR_BYTES // itemsize)
-        if (G == 1 and work >= COLUMNS_MIN_WORK and T * work >= COLUMNS_MIN_CALL_WORK and not remainder
+        if (work >= COLUMNS_MIN_WORK and T * work >= COLUMNS_MIN_CALL_WORK and not remainder
                 and vectors >= 2 and self._barriers_safe()):
             parts = min(threads, vectors, idle_cores())
             return False, parts, parts > 1
@@ -150,9 +150,9 @@ class NumbaBackend(ChainBackend):
             self.threading_layer = numba.threading_layer()
         return self.threading_layer in ("omp", "workqueue")
 
-    def path(self, T, B, H, cell="rnn"):
+    def path(self, T, B, H, cell="rnn", itemsize=4):
         """Which kernel path a call of this shape takes (for perf reports)."""
-        blas, parts, columns = self._plan(T, B, H, GATES[cell])
+        blas, parts, columns = self._plan(T, B, H, GATES[cell], itemsize)
         return ("blas-step" if blas else "blocked" if parts == 1
                 else f"blocked, {parts} threads" + (" by units" if columns else ""))
 
@@ -208,17 +208,20 @@ class NumbaBackend(ChainBackend):
         H = G // 3
         a = np.empty((T, B, H), dtype=z.dtype)                                   # A_1..A_T
         z_rn = np.empty((T, B, H), dtype=z.dtype)                                # A_{t-1}·W_An + b_Rn
-        blas, chunks, _ = self._plan(T, B, H, 3)
+        blas, chunks, columns = self._plan(T, B, H, 3, z.itemsize)
         if blas:
             rec, product = recurrent_product(k, w_a, T, B, z.dtype)              # A_{t-1}·W_A (B, 3H)
             for t in range(T):
                 prev = a0 if t == 0 else a[t - 1]
                 product(prev)
-                k.gru_step(z[t], a[t], prev, rec, z_rn[t], b_a, b_r, steps, t, 0, B)
+                k.gru_step(z[t], a[t], prev, rec, z_rn[t], b_a, b_r, steps, t, 0, B, 0, H)
         else:
             rec = np.empty((B, G), dtype=z.dtype)
             w_a_packed, w_a_t = k.pack_for_tiles(w_a)                            # W_A by column vectors, W_Aᵀ
-            if chunks > 1:
+            if columns:
+                k.gru_forward_columns_parallel(z, a, a0, z_rn, rec, w_a_packed, b_a, b_r, steps, chunks,
+                                               barrier_counters())
+            elif chunks > 1:
                 k.gru_forward_rows_parallel(z, a, a0, z_rn, rec, w_a_packed, w_a_t, b_a, b_r, steps, chunks)
             else:
                 k.gru_forward_rows(z, a, a0, z_rn, rec, w_a_packed, w_a_t, b_a, b_r, steps, 0, B)
@@ -231,17 +234,20 @@ class NumbaBackend(ChainBackend):
         T, B, H = a.shape
         dz_x, dz_r = np.empty_like(gates), np.empty_like(gates)
         carry = np.zeros((B, H), dtype=a.dtype)                                  # u ⊙ dL/dA_t, into dL/dA_{t-1}
-        blas, chunks, _ = self._plan(T, B, H, 3)
+        blas, chunks, columns = self._plan(T, B, H, 3, a.itemsize)
         if blas:
             d_next, product = recurrent_product(k, w_a.T, T, B, a.dtype)         # dZ_R,t+1·W_Aᵀ (B, H)
             for t in range(T - 1, -1, -1):
                 k.gru_backward_step(dz_x[t], dz_r[t], carry, d_next, d_a[t], d_a_n, gates[t], z_rn[t],
-                                    a0 if t == 0 else a[t - 1], steps, t, 0, B)
+                                    a0 if t == 0 else a[t - 1], steps, t, 0, B, 0, H)
                 product(dz_r[t])
         else:
             d_next = np.zeros((B, H), dtype=a.dtype)
             w_a_t_packed = k.pack_columns(k.transposed(w_a))                     # W_Aᵀ (3H, H) by column vectors
-            if chunks > 1:
+            if columns:
+                k.gru_backward_columns_parallel(dz_x, dz_r, carry, d_next, d_a, d_a_n, gates, z_rn, a, a0,
+                                                w_a_t_packed, steps, chunks, barrier_counters())
+            elif chunks > 1:
                 k.gru_backward_rows_parallel(dz_x, dz_r, carry, d_next, d_a, d_a_n, gates, z_rn, a, a0,
                                              w_a_t_packed, w_a, steps, chunks)
             else:
@@ -256,16 +262,19 @@ class NumbaBackend(ChainBackend):
         H = G // 4
         a, c = np.empty((T, B, H), dtype=z.dtype), np.empty((T, B, H), dtype=z.dtype)   # A_t, C_t (valid steps)
         bias = b_a + b_r                                                         # b_A + b_R (4H,)
-        blas, chunks, _ = self._plan(T, B, H, 4)
+        blas, chunks, columns = self._plan(T, B, H, 4, z.itemsize)
         if blas:
             rec, product = recurrent_product(k, w_a, T, B, z.dtype)              # A_{t-1}·W_A (B, 4H)
             for t in range(T):
                 product(a0 if t == 0 else a[t - 1])
-                k.lstm_step(z[t], a[t], c[t], c0 if t == 0 else c[t - 1], rec, bias, steps, t, 0, B)
+                k.lstm_step(z[t], a[t], c[t], c0 if t == 0 else c[t - 1], rec, bias, steps, t, 0, B, 0, H)
         else:
             rec = np.empty((B, G), dtype=z.dtype)
             w_a_packed, w_a_t = k.pack_for_tiles(w_a)                            # W_A by column vectors, W_Aᵀ
-            if chunks > 1:
+            if columns:
+                k.lstm_forward_columns_parallel(z, a, c, a0, c0, rec, w_a_packed, bias, steps, chunks,
+                                                barrier_counters())
+            elif chunks > 1:
                 k.lstm_forward_rows_parallel(z, a, c, a0, c0, rec, w_a_packed, w_a_t, bias, steps, chunks)
             else:
                 k.lstm_forward_rows(z, a, c, a0, c0, rec, w_a_packed, w_a_t, bias, steps, 0, B)
@@ -279,17 +288,20 @@ class NumbaBackend(ChainBackend):
         T, B, H = a.shape
         dz = np.empty_like(gates)
         carry_c = np.zeros((B, H), dtype=a.dtype)                                # dL/dC_t arriving at step t
-        blas, chunks, _ = self._plan(T, B, H, 4)
+        blas, chunks, columns = self._plan(T, B, H, 4, a.itemsize)
         if blas:
             d_next, product = recurrent_product(k, w_a.T, T, B, a.dtype)         # dZ_t+1·W_Aᵀ (B, H)
             for t in range(T - 1, -1, -1):
                 k.lstm_backward_step(dz[t], carry_c, d_next, d_a[t], d_a_n, d_c_n, gates[t], c[t],
-                                      c0 if t == 0 else c[t - 1], steps, t, 0, B)
+                                      c0 if t == 0 else c[t - 1], steps, t, 0, B, 0, H)
                 product(dz[t])
         else:
             d_next = np.zeros((B, H), dtype=a.dtype)
             w_a_t_packed = k.pack_columns(k.transposed(w_a))
-            if chunks > 1:
+            if columns:
+                k.lstm_backward_columns_parallel(dz, carry_c, d_next, d_a, d_a_n, d_c_n, gates, c, c0, w_a_t_packed,
+                                                 steps, chunks, barrier_counters())
+            elif chunks > 1:
                 k.lstm_backward_rows_parallel(dz, carry_c, d_next, d_a, d_a_n, d_c_n, gates, c, c0, w_a_t_packed,
                                                w_a, steps, chunks)
             else:

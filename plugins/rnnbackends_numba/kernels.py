@@ -388,6 +388,17 @@ def _rows_times_matrix(p, w_packed, m, out, lo, hi, lengths, t):
             b += 1
 
 
+@serial
+def _gates_product(p, w_packed, out, B, lengths, t, gates, v_lo, v_hi):
+    """out ← p·w over the units of column vectors v_lo..v_hi-1 of each gate (w (K, gates·H), out (B, gates·H))."""
+    lanes = w_packed.shape[2]
+    gate_vectors = w_packed.shape[0] // gates
+    for g in range(gates):
+        lo, hi = g * gate_vectors + v_lo, g * gate_vectors + v_hi
+        out[:, lo * lanes:hi * lanes] = 0
+        _rows_times_columns(p, w_packed, out, 0, B, lengths, t, lo, hi)
+
+
 # -- one barrier per step, for a split of the units -----------------------------------------------------
 # With few batch rows a split of the rows leaves threads idle, so the units (W_A's column vectors) are split
 # instead: every thread runs all rows for its own units, and all threads meet once per step, after which each
@@ -695,23 +706,27 @@ def sigmoid_into(x, out):
 # -- GRU --------------------------------------------------------------------------------------------
 
 @serial
-def gru_step(z_t, a_t, prev, rec, z_rn_t, b_a, b_r, lengths, t, lo, hi):
-    """Gates and A_t of rows lo..hi-1 at step t from X_t·W_X (z_t) and A_{t-1}·W_A (rec): z_t ← r, u, n."""
+def gru_step(z_t, a_t, prev, rec, z_rn_t, b_a, b_r, lengths, t, lo, hi, j_lo, j_hi):
+    """Gates and A_t of rows lo..hi-1, units j_lo..j_hi-1, at step t from X_t·W_X (z_t) and A_{t-1}·W_A (rec):
+    z_t ← r, u, n."""
     # r = σ(Z_Xr + b_Ar + R_r + b_Rr), u likewise, n = tanh(Z_Xn + b_An + r ⊙ (R_n + b_Rn)) with R = rec,
     # A_t = (1 − u) ⊙ n + u ⊙ A_{t-1}; z_rn_t keeps R_n + b_Rn. z_t, a_t, prev (B, ·) at step t; rec may be a
-    # transposed view of the (G·H, B) BLAS product.
+    # transposed view of the (G·H, B) BLAS product. One view per gate, indexed from 0, so the loop vectorises.
     H = a_t.shape[1]
     one = a_t.dtype.type(1)
+    r_, u_, n_ = slice(j_lo, j_hi), slice(H + j_lo, H + j_hi), slice(2 * H + j_lo, 2 * H + j_hi)
+    b_ar, b_au, b_an, b_rr, b_ru, b_rn = b_a[r_], b_a[u_], b_a[n_], b_r[r_], b_r[u_], b_r[n_]
     for b in range(lo, hi):
-        a_row = a_t[b]
+        a_row = a_t[b, j_lo:j_hi]
         if t < lengths[b]:
-            z_row, rec_row, prev_row, z_rn_row = z_t[b], rec[b], prev[b], z_rn_t[b]
-            for j in range(H):
-                r = sigmoid((z_row[j] + b_a[j]) + (rec_row[j] + b_r[j]))
-                u = sigmoid((z_row[H + j] + b_a[H + j]) + (rec_row[H + j] + b_r[H + j]))
-                z_rn = rec_row[2 * H + j] + b_r[2 * H + j]
-                n = tanh((z_row[2 * H + j] + b_a[2 * H + j]) + r * z_rn)
-                z_row[j], z_row[H + j], z_row[2 * H + j], z_rn_row[j] = r, u, n, z_rn
+            z_r, z_u, z_n, rec_r, rec_u, rec_n = z_t[b, r_], z_t[b, u_], z_t[b, n_], rec[b, r_], rec[b, u_], rec[b, n_]
+            prev_row, z_rn_row = prev[b, j_lo:j_hi], z_rn_t[b, j_lo:j_hi]
+            for j in range(j_hi - j_lo):
+                r = sigmoid((z_r[j] + b_ar[j]) + (rec_r[j] + b_rr[j]))
+                u = sigmoid((z_u[j] + b_au[j]) + (rec_u[j] + b_ru[j]))
+                z_rn = rec_n[j] + b_rn[j]
+                n = tanh((z_n[j] + b_an[j]) + r * z_rn)
+                z_r[j], z_u[j], z_n[j], z_rn_row[j] = r, u, n, z_rn
                 a_row[j] = (one - u) * n + u * prev_row[j]
         else:
             a_row[:] = 0
@@ -724,7 +739,7 @@ def gru_forward_rows(z, a, a0, z_rn, rec, w_a_packed, w_a_t, b_a, b_r, lengths, 
         prev = a0 if t == 0 else a[t - 1]                                     # A_{t-1} (B, H)
         rec[lo:hi] = 0
         _rows_times_matrix(prev, w_a_packed, w_a_t, rec, lo, hi, lengths, t)  # A_{t-1}·W_A, all gates
-        gru_step(z[t], a[t], prev, rec, z_rn[t], b_a, b_r, lengths, t, lo, hi)
+        gru_step(z[t], a[t], prev, rec, z_rn[t], b_a, b_r, lengths, t, lo, hi, 0, a.shape[2])
 
 
 @parallel
@@ -737,31 +752,53 @@ def gru_forward_rows_parallel(z, a, a0, z_rn, rec, w_a_packed, w_a_t, b_a, b_r, 
         gru_forward_rows(z, a, a0, z_rn, rec, w_a_packed, w_a_t, b_a, b_r, lengths, lo, hi)
 
 
+@parallel
+def gru_forward_columns_parallel(z, a, a0, z_rn, rec, w_a_packed, b_a, b_r, lengths, parts, sync):
+    """gru_forward_rows with the units split into ``parts`` runs of whole column vectors (H a multiple of LANES),
+    one per thread, every thread on all rows, one barrier per step."""
+    T, B, H = a.shape
+    lanes = w_a_packed.shape[2]
+    for part in prange(parts):
+        v_lo, v_hi, j_lo, j_hi = unit_range(part, parts, H // lanes, lanes)
+        for t in range(T):
+            prev = a0 if t == 0 else a[t - 1]                                 # A_{t-1} (B, H), all units
+            _gates_product(prev, w_a_packed, rec, B, lengths, t, 3, v_lo, v_hi)   # own units of every gate
+            gru_step(z[t], a[t], prev, rec, z_rn[t], b_a, b_r, lengths, t, 0, B, j_lo, j_hi)
+            barrier(sync, parts)
+
+
 @serial
-def gru_backward_step(dz_x_t, dz_r_t, carry, d_next, d_a_t, d_a_n, gates_t, z_rn_t, prev, lengths, t, lo, hi):
-    """dZ_X, dZ_R of rows lo..hi-1 at step t; carry ← the part u ⊙ dL/dA_t of dL/dA_{t-1} (the rest: d_next)."""
+def gru_backward_step(dz_x_t, dz_r_t, carry, d_next, d_a_t, d_a_n, gates_t, z_rn_t, prev, lengths, t, lo, hi, j_lo,
+                      j_hi):
+    """dZ_X, dZ_R of rows lo..hi-1, units j_lo..j_hi-1 (all their gates), at step t; carry ← the part u ⊙ dL/dA_t
+    of dL/dA_{t-1} (the rest: d_next)."""
     # dL/dA_t = d_a + carry + d_next (d_a + dL/dA_n at a row's last step), then through A_t = (1 − u) n + u A_{t-1}.
     H = prev.shape[1]
     one = prev.dtype.type(1)
+    r_, u_, n_ = slice(j_lo, j_hi), slice(H + j_lo, H + j_hi), slice(2 * H + j_lo, 2 * H + j_hi)
     for b in range(lo, hi):
-        dz_x_row, dz_r_row, carry_row = dz_x_t[b], dz_r_t[b], carry[b]
+        carry_row, dz_x, dz_r = carry[b, j_lo:j_hi], dz_x_t[b], dz_r_t[b]
         if t < lengths[b]:
             if t == lengths[b] - 1:                                           # nothing arrives from later steps
-                carry_row[:] = d_a_n[b]
-                d_next[b, :] = 0
-            gates, d_a_row, d_next_row, prev_row, z_rn_row = gates_t[b], d_a_t[b], d_next[b], prev[b], z_rn_t[b]
-            for j in range(H):
+                carry_row[:] = d_a_n[b, j_lo:j_hi]
+                d_next[b, j_lo:j_hi] = 0
+            r_row, u_row, n_row = gates_t[b, r_], gates_t[b, u_], gates_t[b, n_]
+            d_a_row, d_next_row, prev_row, z_rn_row = d_a_t[b, j_lo:j_hi], d_next[b, j_lo:j_hi], prev[b, j_lo:j_hi], \
+                z_rn_t[b, j_lo:j_hi]
+            dx_r, dx_u, dx_n, dr_r, dr_u, dr_n = dz_x[r_], dz_x[u_], dz_x[n_], dz_r[r_], dz_r[u_], dz_r[n_]
+            for j in range(j_hi - j_lo):
                 g = d_a_row[j] + (carry_row[j] + d_next_row[j])               # dL/dA_t
-                r, u, n = gates[j], gates[H + j], gates[2 * H + j]
+                r, u, n = r_row[j], u_row[j], n_row[j]
                 dn = g * (one - u) * (one - n * n)
                 du = g * (prev_row[j] - n) * u * (one - u)
                 dr = dn * z_rn_row[j] * r * (one - r)
-                dz_x_row[j], dz_x_row[H + j], dz_x_row[2 * H + j] = dr, du, dn
-                dz_r_row[j], dz_r_row[H + j], dz_r_row[2 * H + j] = dr, du, dn * r
+                dx_r[j], dx_u[j], dx_n[j] = dr, du, dn
+                dr_r[j], dr_u[j], dr_n[j] = dr, du, dn * r
                 carry_row[j] = g * u
         else:
-            dz_x_row[:] = 0
-            dz_r_row[:] = 0
+            for gate in (r_, u_, n_):
+                dz_x[gate] = 0
+                dz_r[gate] = 0
             carry_row[:] = 0
 
 
@@ -771,7 +808,7 @@ def gru_backward_rows(dz_x, dz_r, carry, d_next, d_a, d_a_n, gates, z_rn, a, a0,
     for t in range(dz_x.shape[0] - 1, -1, -1):
         prev = a0 if t == 0 else a[t - 1]
         gru_backward_step(dz_x[t], dz_r[t], carry, d_next, d_a[t], d_a_n, gates[t], z_rn[t], prev, lengths, t,
-                          lo, hi)
+                          lo, hi, 0, a.shape[2])
         d_next[lo:hi] = 0
         _rows_times_matrix(dz_r[t], w_a_t_packed, w_a, d_next, lo, hi, lengths, t)   # dZ_R,t·W_Aᵀ
 
@@ -788,25 +825,48 @@ def gru_backward_rows_parallel(dz_x, dz_r, carry, d_next, d_a, d_a_n, gates, z_r
                           lo, hi)
 
 
+@parallel
+def gru_backward_columns_parallel(dz_x, dz_r, carry, d_next, d_a, d_a_n, gates, z_rn, a, a0, w_a_t_packed, lengths,
+                                  parts, sync):
+    """gru_backward_rows with the units split into ``parts`` runs, one per thread: each computes the gates'
+    gradients of its units, then, after the barrier, its units of dZ_R,t·W_Aᵀ from all of dZ_R,t."""
+    T, B, H = a.shape
+    for part in prange(parts):
+        v_lo, v_hi, j_lo, j_hi = unit_range(part, parts, w_a_t_packed.shape[0], w_a_t_packed.shape[2])
+        for t in range(T - 1, -1, -1):
+            prev = a0 if t == 0 else a[t - 1]
+            gru_backward_step(dz_x[t], dz_r[t], carry, d_next, d_a[t], d_a_n, gates[t], z_rn[t], prev, lengths, t,
+                              0, B, j_lo, j_hi)
+            barrier(sync, parts)                                              # all of dZ_R,t written
+            d_next[:, j_lo:j_hi] = 0
+            _rows_times_columns(dz_r[t], w_a_t_packed, d_next, 0, B, lengths, t, v_lo, v_hi)
+
+
 # -- LSTM -------------------------------------------------------------------------------------------
 
 @serial
-def lstm_step(z_t, a_t, c_t, c_prev, rec, bias, lengths, t, lo, hi):
-    """Gates, C_t and A_t of rows lo..hi-1 at step t: z_t ← i, f, g, o."""
+def lstm_step(z_t, a_t, c_t, c_prev, rec, bias, lengths, t, lo, hi, j_lo, j_hi):
+    """Gates, C_t and A_t of rows lo..hi-1, units j_lo..j_hi-1, at step t: z_t ← i, f, g, o."""
     # i, f, o = σ(Z + b), g = tanh(Z + b) with Z = X_t·W_X + A_{t-1}·W_A (z_t + rec), b = b_A + b_R;
     # C_t = f ⊙ C_{t-1} + i ⊙ g, A_t = o ⊙ tanh(C_t). rec may be a transposed view of the BLAS product.
+    # One view per gate, indexed from 0, so the loop vectorises.
     H = a_t.shape[1]
+    i_, f_, g_, o_ = (slice(j_lo, j_hi), slice(H + j_lo, H + j_hi), slice(2 * H + j_lo, 2 * H + j_hi),
+                      slice(3 * H + j_lo, 3 * H + j_hi))
+    b_i, b_f, b_g, b_o = bias[i_], bias[f_], bias[g_], bias[o_]
     for b in range(lo, hi):
-        a_row = a_t[b]
+        a_row = a_t[b, j_lo:j_hi]
         if t < lengths[b]:
-            z_row, rec_row, c_row, c_prev_row = z_t[b], rec[b], c_t[b], c_prev[b]
-            for j in range(H):
-                i = sigmoid(z_row[j] + (rec_row[j] + bias[j]))
-                f = sigmoid(z_row[H + j] + (rec_row[H + j] + bias[H + j]))
-                g = tanh(z_row[2 * H + j] + (rec_row[2 * H + j] + bias[2 * H + j]))
-                o = sigmoid(z_row[3 * H + j] + (rec_row[3 * H + j] + bias[3 * H + j]))
+            z_i, z_f, z_g, z_o = z_t[b, i_], z_t[b, f_], z_t[b, g_], z_t[b, o_]
+            r_i, r_f, r_g, r_o = rec[b, i_], rec[b, f_], rec[b, g_], rec[b, o_]
+            c_row, c_prev_row = c_t[b, j_lo:j_hi], c_prev[b, j_lo:j_hi]
+            for j in range(j_hi - j_lo):
+                i = sigmoid(z_i[j] + (r_i[j] + b_i[j]))
+                f = sigmoid(z_f[j] + (r_f[j] + b_f[j]))
+                g = tanh(z_g[j] + (r_g[j] + b_g[j]))
+                o = sigmoid(z_o[j] + (r_o[j] + b_o[j]))
                 c = f * c_prev_row[j] + i * g
-                z_row[j], z_row[H + j], z_row[2 * H + j], z_row[3 * H + j] = i, f, g, o
+                z_i[j], z_f[j], z_g[j], z_o[j] = i, f, g, o
                 c_row[j] = c
                 a_row[j] = o * tanh(c)
         else:
@@ -820,7 +880,7 @@ def lstm_forward_rows(z, a, c, a0, c0, rec, w_a_packed, w_a_t, bias, lengths, lo
         prev, c_prev = (a0, c0) if t == 0 else (a[t - 1], c[t - 1])          # A_{t-1}, C_{t-1} (B, H)
         rec[lo:hi] = 0
         _rows_times_matrix(prev, w_a_packed, w_a_t, rec, lo, hi, lengths, t)
-        lstm_step(z[t], a[t], c[t], c_prev, rec, bias, lengths, t, lo, hi)
+        lstm_step(z[t], a[t], c[t], c_prev, rec, bias, lengths, t, lo, hi, 0, a.shape[2])
 
 
 @parallel
@@ -833,30 +893,53 @@ def lstm_forward_rows_parallel(z, a, c, a0, c0, rec, w_a_packed, w_a_t, bias, le
         lstm_forward_rows(z, a, c, a0, c0, rec, w_a_packed, w_a_t, bias, lengths, lo, hi)
 
 
+@parallel
+def lstm_forward_columns_parallel(z, a, c, a0, c0, rec, w_a_packed, bias, lengths, parts, sync):
+    """lstm_forward_rows with the units split into ``parts`` runs of whole column vectors (H a multiple of LANES),
+    one per thread, every thread on all rows, one barrier per step."""
+    T, B, H = a.shape
+    lanes = w_a_packed.shape[2]
+    for part in prange(parts):
+        v_lo, v_hi, j_lo, j_hi = unit_range(part, parts, H // lanes, lanes)
+        for t in range(T):
+            prev, c_prev = (a0, c0) if t == 0 else (a[t - 1], c[t - 1])      # A_{t-1}, C_{t-1} (B, H)
+            _gates_product(prev, w_a_packed, rec, B, lengths, t, 4, v_lo, v_hi)   # own units of every gate
+            lstm_step(z[t], a[t], c[t], c_prev, rec, bias, lengths, t, 0, B, j_lo, j_hi)
+            barrier(sync, parts)
+
+
 @serial
-def lstm_backward_step(dz_t, carry_c, d_next, d_a_t, d_a_n, d_c_n, gates_t, c_t, c_prev, lengths, t, lo, hi):
-    """dZ of rows lo..hi-1 at step t; carry_c ← dL/dC_{t-1} (dL/dA_{t-1} is d_next after the product)."""
+def lstm_backward_step(dz_t, carry_c, d_next, d_a_t, d_a_n, d_c_n, gates_t, c_t, c_prev, lengths, t, lo, hi, j_lo,
+                       j_hi):
+    """dZ of rows lo..hi-1, units j_lo..j_hi-1 (all their gates), at step t; carry_c ← dL/dC_{t-1} (dL/dA_{t-1} is
+    d_next after the product)."""
     H = c_t.shape[1]
     one = c_t.dtype.type(1)
+    i_, f_, g_, o_ = (slice(j_lo, j_hi), slice(H + j_lo, H + j_hi), slice(2 * H + j_lo, 2 * H + j_hi),
+                      slice(3 * H + j_lo, 3 * H + j_hi))
     for b in range(lo, hi):
-        dz_row, carry_c_row = dz_t[b], carry_c[b]
+        carry_c_row, dz = carry_c[b, j_lo:j_hi], dz_t[b]
         if t < lengths[b]:
             if t == lengths[b] - 1:                                           # the final states' gradients
-                carry_c_row[:] = d_c_n[b]
-                d_next[b, :] = d_a_n[b]
-            gates, d_a_row, d_next_row, c_row, c_prev_row = gates_t[b], d_a_t[b], d_next[b], c_t[b], c_prev[b]
-            for j in range(H):
+                carry_c_row[:] = d_c_n[b, j_lo:j_hi]
+                d_next[b, j_lo:j_hi] = d_a_n[b, j_lo:j_hi]
+            i_row, f_row, g_row, o_row = gates_t[b, i_], gates_t[b, f_], gates_t[b, g_], gates_t[b, o_]
+            d_a_row, d_next_row, c_row, c_prev_row = d_a_t[b, j_lo:j_hi], d_next[b, j_lo:j_hi], c_t[b, j_lo:j_hi], \
+                c_prev[b, j_lo:j_hi]
+            dz_i, dz_f, dz_g, dz_o = dz[i_], dz[f_], dz[g_], dz[o_]
+            for j in range(j_hi - j_lo):
                 g_a = d_a_row[j] + d_next_row[j]                              # dL/dA_t
-                i, f, g, o = gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]
+                i, f, g, o = i_row[j], f_row[j], g_row[j], o_row[j]
                 tanh_c = tanh(c_row[j])
                 g_c = g_a * o * (one - tanh_c * tanh_c) + carry_c_row[j]      # dL/dC_t
-                dz_row[j] = g_c * g * i * (one - i)
-                dz_row[H + j] = g_c * c_prev_row[j] * f * (one - f)
-                dz_row[2 * H + j] = g_c * i * (one - g * g)
-                dz_row[3 * H + j] = g_a * tanh_c * o * (one - o)
+                dz_i[j] = g_c * g * i * (one - i)
+                dz_f[j] = g_c * c_prev_row[j] * f * (one - f)
+                dz_g[j] = g_c * i * (one - g * g)
+                dz_o[j] = g_a * tanh_c * o * (one - o)
                 carry_c_row[j] = g_c * f
         else:
-            dz_row[:] = 0
+            for gate in (i_, f_, g_, o_):
+                dz[gate] = 0
             carry_c_row[:] = 0
 
 
@@ -865,7 +948,8 @@ def lstm_backward_rows(dz, carry_c, d_next, d_a, d_a_n, d_c_n, gates, c, c0, w_a
     """LSTM BPTT for rows lo..hi-1 with the product in register tiles; d_next ends as dL/dA_0, carry_c dL/dC_0."""
     for t in range(dz.shape[0] - 1, -1, -1):
         c_prev = c0 if t == 0 else c[t - 1]
-        lstm_backward_step(dz[t], carry_c, d_next, d_a[t], d_a_n, d_c_n, gates[t], c[t], c_prev, lengths, t, lo, hi)
+        lstm_backward_step(dz[t], carry_c, d_next, d_a[t], d_a_n, d_c_n, gates[t], c[t], c_prev, lengths, t, lo, hi,
+                           0, dz.shape[2] // 4)
         d_next[lo:hi] = 0
         _rows_times_matrix(dz[t], w_a_t_packed, w_a, d_next, lo, hi, lengths, t)     # dZ_t·W_Aᵀ
 
@@ -879,3 +963,20 @@ def lstm_backward_rows_parallel(dz, carry_c, d_next, d_a, d_a_n, d_c_n, gates, c
     for c_ in prange(n_chunks):
         lo, hi = ROWS * (blocks * c_ // n_chunks), min(B, ROWS * (blocks * (c_ + 1) // n_chunks))
         lstm_backward_rows(dz, carry_c, d_next, d_a, d_a_n, d_c_n, gates, c, c0, w_a_t_packed, w_a, lengths, lo, hi)
+
+
+@parallel
+def lstm_backward_columns_parallel(dz, carry_c, d_next, d_a, d_a_n, d_c_n, gates, c, c0, w_a_t_packed, lengths, parts,
+                                   sync):
+    """lstm_backward_rows with the units split into ``parts`` runs, one per thread: each computes the gates'
+    gradients of its units, then, after the barrier, its units of dZ_t·W_Aᵀ from all of dZ_t."""
+    T, B, H = c.shape
+    for part in prange(parts):
+        v_lo, v_hi, j_lo, j_hi = unit_range(part, parts, w_a_t_packed.shape[0], w_a_t_packed.shape[2])
+        for t in range(T - 1, -1, -1):
+            c_prev = c0 if t == 0 else c[t - 1]
+            lstm_backward_step(dz[t], carry_c, d_next, d_a[t], d_a_n, d_c_n, gates[t], c[t], c_prev, lengths, t, 0, B,
+                               j_lo, j_hi)
+            barrier(sync, parts)                                              # all of dZ_t written
+            d_next[:, j_lo:j_hi] = 0
+            _rows_times_columns(dz[t], w_a_t_packed, d_next, 0, B, lengths, t, v_lo, v_hi)

@@ -25,7 +25,9 @@ PATHS = {"blocked": dict(BLAS_NEVER, **SPLIT_NEVER),
          "blocked-parallel": dict(BLAS_NEVER, PARALLEL_MIN_WORK=0),
          "blas-step": dict(SPLIT_NEVER, BLAS_STEP_MIN_H=0, TRANSPOSED_PRODUCT_MAX_B=0),
          "blas-step-transposed": dict(SPLIT_NEVER, BLAS_STEP_MIN_H=0, TRANSPOSED_PRODUCT_MAX_B=10**9),
-         "blas-step-short": dict(SPLIT_NEVER, SHORT_CALL_ROWS=0)}                # W_A as given, nothing copied
+         "blas-step-short": dict(SPLIT_NEVER, SHORT_CALL_ROWS=0),                # W_A as given, nothing copied
+         "blocked-units": dict(BLAS_NEVER, PARALLEL_MIN_WORK=0, COLUMNS_MIN_WORK=0, COLUMNS_MIN_CALL_WORK=0,
+                               SHORT_CALL_ROWS=10**9)}                           # few rows: the units split
 
 
 def backend_on(path, monkeypatch):
@@ -96,6 +98,24 @@ def test_thread_split_and_repeated_calls_are_bit_identical(cell, dtype, monkeypa
     assert numba.get_num_threads() == 1 or split_backend.path(9, 19, 24, cell).endswith("threads")
     for _ in range(2):
         for s, p in zip(serial, run_chains(split_backend, cell, *args)):
+            np.testing.assert_array_equal(s, p)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_unit_split_matches_the_reference_bit_for_bit_with_one_thread(cell, dtype, monkeypatch):
+    """Three rows (too few to split) share their units across threads, one barrier per step: equal to the
+    reference, and bit for bit to one thread, call after call."""
+    if numba.get_num_threads() < 2:
+        pytest.skip("numba runs one thread here: nothing to split")
+    args = chain_case(cell, 9, 3, 48, [9, 2, 6], dtype, seed=5)
+    serial = run_chains(backend_on("blocked", monkeypatch), cell, *args)
+    units_backend = backend_on("blocked-units", monkeypatch)
+    assert units_backend.path(9, 3, 48, cell).endswith("by units")
+    for s, r in zip(serial, run_chains(reference, cell, *args)):
+        np.testing.assert_allclose(s, r, **TOLERANCE[dtype])
+    for _ in range(2):
+        for s, p in zip(serial, run_chains(units_backend, cell, *args)):
             np.testing.assert_array_equal(s, p)
 
 
