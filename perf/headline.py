@@ -169,16 +169,14 @@ def main(args):
 def summary(text):
     """The README's short form of the headline: each suite's opening sentence and its first table (the targets,
     per-shape tables and machines stay on the docs page)."""
-    kept, in_table, tables_seen = [], False, 0
+    kept, per_shape = [], False
     for line in text.splitlines():
         if line.startswith("|"):
-            if not in_table:
-                tables_seen += 1
-            in_table = True
-            if tables_seen % 2 or not kept[-1].startswith("Per shape"):
+            if not per_shape:
                 kept.append(line)
             continue
-        in_table = False
+        if line.strip():
+            per_shape = line.startswith("Per shape")                             # its table stays on the docs page
         if line.startswith(("Speed-up of", "End-to-end")) or not line.strip():
             kept.append(line)
     blocks = "\n".join(kept)

@@ -109,6 +109,17 @@ def test_headline_is_written_between_the_markers_and_nowhere_else(tmp_path, monk
     assert f"(full table: `{paths[1]}`)" in text and "threads-2/cpu.md`" in text
 
 
+def test_readme_summary_keeps_each_suites_first_table_and_drops_the_per_shape_table():
+    """The README's short headline: the opening sentences and group tables; targets and per-shape rows stay in docs."""
+    text = ("Speed-up of numba over the fastest peer.\n\n| group | f |\n|---|---|\n| latency (8) | 1.01× |\n\n"
+            "Per shape: speed-up of numba over the fastest peer, and that peer.\n\n| group | H, B, T |\n|---|---|\n"
+            "| latency | 32, 1, 96 |\n\nTargets:\n- forward: **1.04×**\n\nSpeed-up of cupy over cuDNN.\n\n"
+            "| group | f |\n|---|---|\n| deepbench (12) | 1.28× |\n")
+    summary = headline.summary(text)
+    assert "| latency (8) | 1.01× |" in summary and "| deepbench (12) | 1.28× |" in summary
+    assert "32, 1, 96" not in summary and "Per shape" not in summary and "**1.04×**" not in summary
+
+
 def test_headline_refuses_a_file_without_markers_and_a_file_that_is_no_result(tmp_path):
     """One clear line naming the file and what it lacks."""
     page = tmp_path / "page.md"
