@@ -3,8 +3,8 @@
 The A-chain runs either as one njit call over all T steps (register tiles of explicit vector FMAs against W_A
 packed once per call) or, for large B·H², as one BLAS product per step followed by an njit bias+activation
 pass; backward runs dZ_t and dZ_t·W_Aᵀ the same way. Batch rows are independent along the whole chain, so with
-enough work they are split across threads once per call, with no per-step synchronisation and results that do
-not depend on the split.
+enough work they are split across threads once per call, with no per-step synchronisation; a call with too few
+rows splits its units instead, with one barrier per step. Results do not depend on either split.
 """
 import importlib.metadata
 import importlib.util

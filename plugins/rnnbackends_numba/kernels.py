@@ -11,8 +11,8 @@ The recurrent product runs in register tiles (8 batch rows × 3 512-bit vectors 
 4 rows × 3 256-bit vectors elsewhere; explicit FMAs, see below), units outermost so a strip of weights is read
 once per step and reused by every block of rows. The activation runs afterwards over each finished row, where
 the branch-free ``tanh`` below vectorises.
-Results are bit-identical from call to call (the compiled order is fixed) and whatever the split of rows
-across threads (a row's arithmetic never depends on it).
+Results are bit-identical from call to call (the compiled order is fixed) and whatever the split of rows or
+units across threads (a unit's sum over k never depends on it).
 """
 import math
 import platform
