@@ -5,10 +5,11 @@ B 8, 32, 64 × T 64, 256), DeepBench's vanilla-RNN point scaled to this machine 
 sequence (H=256, B=32, T=1000), and one shape added for the forward-rate target (H=1024, B=64, T=32), kept
 apart from the main grid in the targets; the gated cells on the training shapes (groups gru-training and
 lstm-training, w_a (H, G·H)) against torch.nn.GRU / nn.LSTM, with their own targets. Per shape and pass
-(forward, forward+backward): median wall time of repeats after warm-up, all at the same thread count; µs per
-step; speed-up over torch; recurrent GFLOP/s (2·B·H·G·H·T per forward, 3× that per forward+backward, as in
-perf.gpu) and its fraction of the sgemm rate measured in the same run; peak memory of our backends (NumPy
-allocations seen by tracemalloc) beyond what they return, in copies of the states T·B·H.
+(forward, forward+backward): median wall time of repeats after warm-up, every impl timed in turn in rounds
+(runner.time_interleaved), all at the same thread count; µs per step; speed-up over torch; recurrent GFLOP/s
+(2·B·H·G·H·T per forward, 3× that per forward+backward, as in perf.gpu) and its fraction of the sgemm rate
+measured in the same run; peak memory of our backends (NumPy allocations seen by tracemalloc) beyond what they
+return, in copies of the states T·B·H.
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ GATED_TARGETS = {"training_geomean": 1.5, "worst_fwd_bwd": 1.0}   # over torch.n
 
 
 SETTLE_S = 0.2   # seconds between two impls' timings: a peer's spin-waiting workers hold a core that long at most
+ROUNDS = 3       # every impl of a shape is timed in this many rounds, in turn (runner.time_interleaved)
 
 
 def shapes(quick=False, groups=""):
@@ -191,28 +193,31 @@ def _run_suite(args):
                  if cell in backend.capabilities}
         shape_rows, reference_errors = [], {}
         impls.update(_checked_peers(peer_versions, p, cell, args.threads, group, shape_rows, reference_errors))
-        medians = {}
-        for impl, fns in impls.items():
-            time.sleep(SETTLE_S)                # the previous impl's spinning thread pools (ORT, XLA, OpenMP) park
-            for pass_name, fn in zip(runner.PASSES, fns):
-                if fn is None:                                     # a forward-only peer
-                    continue
-                ms, all_ms = runner.time_calls(fn, warmup, repeats, budget)
-                medians[(impl, pass_name)] = ms
-                shape_rows.append(_row(group, H, B, T, p, impl, pass_name, ms, all_ms))
-                if impl in reference_errors:
-                    shape_rows[-1]["reference_error"] = reference_errors[impl]
-                if impl not in peers.PEERS:
-                    row = shape_rows[-1]
-                    row["peak_bytes"], row["returned_bytes"] = _peak_bytes(fn)
-                    if pass_name == "forward":                    # the chain alone: forward minus X·W_X
-                        row["input_gemm_ms"] = input_gemm_ms
-                        row["gflops_chain"] = (2 * B * H * GATES[cell] * H * T
-                                               / (max(ms - input_gemm_ms, 1e-6) * 1e-3) / 1e9)
-                    backend = names_and_backends[impl]
-                    path = getattr(backend.impl, "path", lambda *a: "")
-                    with backend._threads(T * B * GATES[cell] * H * H):          # as inside the call (BLAS held)
-                        row["path"] = path(T, B, H) if cell == "rnn" else path(T, B, H, cell)
+        changes = []                                       # the impl timed last, for the pause between impls
+
+        def settle(key):
+            if changes[-1:] != [key[0]]:
+                time.sleep(SETTLE_S)            # the previous impl's spinning thread pools (ORT, XLA, OpenMP) park
+                changes.append(key[0])
+        calls = {(impl, pass_name): fn for impl, fns in impls.items() for pass_name, fn in zip(runner.PASSES, fns)
+                 if fn is not None}                                          # a forward-only peer has no fn for fb
+        timed = runner.time_interleaved(calls, warmup, repeats, budget, ROUNDS, before=settle)
+        medians = {key: ms for key, (ms, _) in timed.items()}
+        for (impl, pass_name), (ms, all_ms) in timed.items():
+            shape_rows.append(_row(group, H, B, T, p, impl, pass_name, ms, all_ms))
+            if impl in reference_errors:
+                shape_rows[-1]["reference_error"] = reference_errors[impl]
+            if impl not in peers.PEERS:
+                row = shape_rows[-1]
+                row["peak_bytes"], row["returned_bytes"] = _peak_bytes(calls[(impl, pass_name)])
+                if pass_name == "forward":                        # the chain alone: forward minus X·W_X
+                    row["input_gemm_ms"] = input_gemm_ms
+                    row["gflops_chain"] = (2 * B * H * GATES[cell] * H * T
+                                           / (max(ms - input_gemm_ms, 1e-6) * 1e-3) / 1e9)
+                backend = names_and_backends[impl]
+                path = getattr(backend.impl, "path", lambda *a: "")
+                with backend._threads(T * B * GATES[cell] * H * H):              # as inside the call (BLAS held)
+                    row["path"] = path(T, B, H) if cell == "rnn" else path(T, B, H, cell)
         _add_speedups(shape_rows)
         rows += shape_rows
         print(f"[cpu] {group} H={H} B={B} T={T}: " + ", ".join(
@@ -226,7 +231,8 @@ def _run_suite(args):
     return {"suite": "cpu", "peer": PEER, "peers": list(peer_versions), "peers_skipped": peers_missing,
             "primary": "numba" if "numba" in names_and_backends else None,
             "dtype": args.dtype, "threads": args.threads, "quick": args.quick,
-            "timing": {"warmup": warmup, "max_repeats": repeats, "budget_s": budget, "statistic": "median"},
+            "timing": {"warmup": warmup, "max_repeats": repeats, "budget_s": budget, "statistic": "median",
+                       "order": f"every impl and pass of a shape in turn, {ROUNDS} rounds"},
             "machine": _machine(args.threads, peer_versions, jax_threads),
             "sgemm_gflops": ceiling, "sgemm_gflops_by_n": {"before": ceiling_by_n, "after": ceiling_by_n_after},
             "compile": None if args.quick or args.no_compile_times or "numba" not in names_and_backends

@@ -20,7 +20,8 @@ since other processes on a shared machine disturb timings) and writes ``<suite>.
 ``<suite>.png`` (speed-up over the peer against H, one line per B, one panel per pass) under ``--out``.
 ``python -m perf compare OLD.json NEW.json`` matches rows on (suite, group, H, B, T, D, dtype, impl, pass)
 and flags every median that got slower by more than ``--tolerance``. Timing goes through ``time_calls``, whose
-``clock`` a suite replaces to time on a device (perf.gpu: CUDA events).
+``clock`` a suite replaces to time on a device (perf.gpu: CUDA events), or ``time_interleaved`` for impls
+compared on a shared machine (perf.cpu).
 """
 from __future__ import annotations
 
@@ -60,6 +61,28 @@ def time_calls(fn, warmup=2, repeats=10, budget_s=1.0, min_repeats=3, clock=wall
     while len(times) < repeats and (len(times) < min_repeats or time.perf_counter() - started < budget_s):
         times.append(clock(fn))
     return statistics.median(times), times
+
+
+def time_interleaved(fns, warmup=2, repeats=10, budget_s=1.0, rounds=3, before=None, min_repeats=3,
+                     clock=wall_ms):
+    """{key: (median ms, all ms)} of each fn of the dict fns, timed in ``rounds`` rounds that each visit every fn in
+    turn with its share of repeats and budget_s, so that a burst of load on a shared machine falls on every fn
+    rather than on the one being timed; before(key) runs before each fn's turn (and its warm-up)."""
+    times = {key: [] for key in fns}
+    for key, fn in fns.items():
+        if before:
+            before(key)
+        for _ in range(warmup):
+            fn()
+    for r in range(1, rounds + 1):
+        most, least = -(-repeats * r // rounds), -(-min_repeats * r // rounds)   # cumulative counts by round r
+        for key, fn in fns.items():
+            if before:
+                before(key)
+            kept, started = times[key], time.perf_counter()
+            while len(kept) < most and (len(kept) < least or time.perf_counter() - started < budget_s / rounds):
+                kept.append(clock(fn))
+    return {key: (statistics.median(kept), kept) for key, kept in times.items()}
 
 
 def sgemm_gflops(sizes=(1024, 2048), dtype="float32"):

@@ -179,3 +179,22 @@ def test_reported_path_is_the_one_the_call_takes_with_blas_held():
         assert backend.impl.path(T, B, H) == "blas-step"
         with backend._threads(T * B * H * H):
             assert backend.impl.path(T, B, H).startswith("blocked")
+
+
+def test_interleaved_timing_visits_every_call_in_turn_each_round():
+    """Rounds A B A B ..., before() ahead of each turn, warm-up first, the repeats shared between rounds."""
+    order, turns = [], []
+    calls = {name: (lambda name=name: order.append(name)) for name in ("a", "b")}
+    clock = iter(range(1, 1000))
+    timed = runner.time_interleaved(calls, warmup=1, repeats=6, budget_s=1e9, rounds=3, before=turns.append,
+                                    clock=lambda fn: (fn(), next(clock))[1])
+    assert order == ["a", "b"] + ["a", "a", "b", "b"] * 3
+    assert turns == ["a", "b"] * 4
+    assert timed["a"] == (5.5, [1, 2, 5, 6, 9, 10]) and timed["b"][1] == [3, 4, 7, 8, 11, 12]
+
+
+def test_interleaved_timing_keeps_the_least_repeats_when_the_budget_is_spent():
+    """A budget of 0 still times min_repeats calls, spread over the rounds."""
+    timed = runner.time_interleaved({"a": lambda: None}, warmup=0, repeats=10, budget_s=0, rounds=3,
+                                    min_repeats=3)
+    assert len(timed["a"][1]) == 3
