@@ -225,9 +225,11 @@ def _run_suite(args):
             file=sys.stderr)
     ceiling_after, ceiling_by_n_after = runner.sgemm_gflops(dtype=args.dtype)   # the load may have changed
     ceiling = max(ceiling, ceiling_after)
+    peak = fma_peak_gflops(args.threads, args.dtype)
     for row in rows:
         if not row.get("skipped"):
             row["fraction_of_ceiling"] = row["gflops_recurrent"] / ceiling
+            row["fraction_of_fma_peak"] = row["gflops_all"] / peak
     return {"suite": "cpu", "peer": PEER, "peers": list(peer_versions), "peers_skipped": peers_missing,
             "primary": "numba" if "numba" in names_and_backends else None,
             "dtype": args.dtype, "threads": args.threads, "quick": args.quick,
@@ -235,6 +237,7 @@ def _run_suite(args):
                        "order": f"every impl and pass of a shape in turn, {ROUNDS} rounds"},
             "machine": _machine(args.threads, peer_versions, jax_threads),
             "sgemm_gflops": ceiling, "sgemm_gflops_by_n": {"before": ceiling_by_n, "after": ceiling_by_n_after},
+            "fma_peak_gflops": peak,
             "compile": None if args.quick or args.no_compile_times or "numba" not in names_and_backends
             else compile_times(),
             "rows": rows, "targets": targets(rows, ceiling)}
@@ -291,6 +294,43 @@ def _add_speedups(shape_rows):
             if best is not None:
                 row["best_peer"] = best["impl"]
                 row["speedup_vs_best_peer"] = best["median_ms"] / row["median_ms"]
+
+
+def fma_peak_gflops(threads, dtype="float32", k=128, calls=200_000, repeats=5):
+    """GFLOP/s of the numba backend's widest register tile (FMAs only, operands in L1) on ``threads`` threads at
+    once: the rate no kernel on this machine can pass, so a peer's time over its FLOPs at this rate bounds the
+    speed-up any implementation could reach over it. Best of ``repeats``."""
+    import numpy as np
+    from numba import njit, prange
+    from rnnbackends_numba import kernels
+    tile, rows, vectors = kernels._tile_rows_wide, kernels.ROWS, kernels.VECTORS
+    lanes = kernels.VECTOR_BYTES // np.dtype(dtype).itemsize
+
+    @njit(parallel=True, nogil=True)
+    def fmas(p, w_packed, out, calls):
+        for part in prange(p.shape[0]):
+            for _ in range(calls):
+                tile(p[part], w_packed, out[part], 0, 0)
+
+    p = np.full((threads, rows, k), 1e-3, dtype=dtype)
+    w_packed = kernels.pack_columns(np.full((k, vectors * lanes), 1e-3, dtype=dtype))
+    out = np.zeros((threads, rows, vectors * lanes), dtype=dtype)
+    fmas(p, w_packed, out, 1)                                                    # compiles
+    best = min(runner.wall_ms(lambda: fmas(p, w_packed, out, calls)) for _ in range(repeats))
+    return threads * calls * 2 * rows * k * vectors * lanes / (best * 1e-3) / 1e9
+
+
+def peak_bound(rows, peer_impls, impl="numba"):
+    """{(group, H, B, T, pass): the speed-up over the fastest of peer_impls that a kernel running every FLOP at the
+    FMA peak would reach} for each shape where they and impl were timed (rows with fraction_of_fma_peak)."""
+    fastest = {}
+    for r in rows:
+        if not r.get("skipped") and r["impl"] in peer_impls and "fraction_of_fma_peak" in r:
+            key = (r["group"], r["H"], r["B"], r["T"], r["pass"])
+            fastest[key] = max(fastest.get(key, 0.0), r["fraction_of_fma_peak"])
+    ours = {(r["group"], r["H"], r["B"], r["T"], r["pass"]) for r in rows if not r.get("skipped")
+            and r["impl"] == impl}
+    return {key: 1 / fraction for key, fraction in fastest.items() if key in ours}
 
 
 # -- contended: our default threads against one thread beside a CPU-burning process ------------------
@@ -504,7 +544,7 @@ def targets(rows, ceiling, impl="numba"):
 def best_peer_targets(rows, impl="numba"):
     """Per pass, over every shape (all cells): the speed-up over the fastest peer of each shape, geometric mean and
     worst (its shape and that peer), and how often each peer was the fastest."""
-    out = {}
+    out, bound = {}, peak_bound(rows, peers.PEERS, impl)
     for pass_name, label in (("forward", "fwd"), ("forward+backward", "fwd_bwd")):
         ups = [r for r in rows if not r.get("skipped") and r["impl"] == impl and r["pass"] == pass_name
                and "speedup_vs_best_peer" in r]
@@ -514,8 +554,20 @@ def best_peer_targets(rows, impl="numba"):
                           "worst": worst["speedup_vs_best_peer"], "worst_shape": _shape_name(worst),
                           "worst_peer": worst["best_peer"], "shapes": len(ups),
                           "at_least_1x": sum(r["speedup_vs_best_peer"] >= 1 for r in ups),
-                          "fastest_peer_count": dict(collections.Counter(r["best_peer"] for r in ups))}
+                          "fastest_peer_count": dict(collections.Counter(r["best_peer"] for r in ups)),
+                          **_bound_summary(bound, ups)}
     return out
+
+
+def _bound_summary(bound, ups):
+    """The peak bound (peak_bound) over the shapes of rows ups: geometric mean, and the shapes where even a kernel
+    at the FMA peak would stay under 1× (empty without a measured peak)."""
+    shapes = {_shape_name(r): bound[(r["group"], r["H"], r["B"], r["T"], r["pass"])] for r in ups
+              if (r["group"], r["H"], r["B"], r["T"], r["pass"]) in bound}
+    if not shapes:
+        return {}
+    return {"peak_bound_geomean": runner.geomean(shapes.values()),
+            "peak_bound_under_1x": {name: b for name, b in shapes.items() if b < 1}}
 
 
 def _shape_name(row):
@@ -534,8 +586,20 @@ def best_peer_lines(best_peer):
             lines.append(f"- {name} over the fastest peer of each shape ({t['shapes']} shapes; fastest peer: "
                          f"{counts}): geometric mean **{t['geomean']:.2f}×** (target ≥ {target:g}×), worst "
                          f"**{t['worst']:.2f}×** at {t['worst_shape']} against {t['worst_peer']} (target ≥ "
-                         f"{PEER_TARGETS['worst']:g}×); ≥ 1× on {t['at_least_1x']} of {t['shapes']}")
+                         f"{PEER_TARGETS['worst']:g}×); ≥ 1× on {t['at_least_1x']} of {t['shapes']}"
+                         + _bound_text(t, ""))
     return lines
+
+
+def _bound_text(t, prefix):
+    """'; at the FMA peak ...' of a target dict holding a _bound_summary under prefix ('' without one)."""
+    if f"{prefix}peak_bound_geomean" not in t:
+        return ""
+    under = t[f"{prefix}peak_bound_under_1x"]
+    return (f"; a kernel running every FLOP at the FMA peak would reach {t[f'{prefix}peak_bound_geomean']:.2f}× "
+            f"(geometric mean)" + (f" and stay under 1× on {len(under)} shape{'s' * (len(under) != 1)} ("
+                                   + ", ".join(f"{name}: {b:.2f}×" for name, b in under.items()) + ")"
+                                   if under else ""))
 
 
 def gated_targets(rows, impl="numba"):
@@ -544,7 +608,7 @@ def gated_targets(rows, impl="numba"):
     key = f"speedup_vs_{PEER}"
     timed = {(r["group"], r["H"], r["B"], r["T"], r["pass"]): r for r in rows
              if not r.get("skipped") and r["impl"] == impl}
-    out = {}
+    out, bound = {}, peak_bound(rows, {PEER}, impl)
     for group, cell in CELL_OF_GROUP.items():
         mine = [r for (g, *_), r in timed.items() if g == group]
         if not mine:
@@ -559,6 +623,7 @@ def gated_targets(rows, impl="numba"):
             ratios = {f"H={r['H']} B={r['B']} T={r['T']}": r["median_ms"] / simple["median_ms"]
                       for r in ups if (simple := timed.get(("training", r["H"], r["B"], r["T"], pass_name)))}
             result[f"{label}_step_cost_over_rnn"] = ratios
+            result.update({f"{label}_{name}": value for name, value in _bound_summary(bound, ups).items()})
         out[cell] = result
     return out
 
@@ -572,7 +637,8 @@ def gated_target_lines(gated):
                      f"geometric mean **{t['fwd_bwd_geomean_speedup']:.2f}×** (target ≥ "
                      f"{GATED_TARGETS['training_geomean']:g}×), worst **{t['fwd_bwd_worst_speedup']:.2f}×** at "
                      f"{t['fwd_bwd_worst_shape']} (target ≥ {GATED_TARGETS['worst_fwd_bwd']:g}×); forward "
-                     f"{t['fwd_geomean_speedup']:.2f}× (worst {t['fwd_worst_speedup']:.2f}×)")
+                     f"{t['fwd_geomean_speedup']:.2f}× (worst {t['fwd_worst_speedup']:.2f}×)"
+                     + _bound_text(t, "fwd_bwd_").replace("would reach", "would reach, forward+backward,"))
         for label, name in (("fwd_bwd", "forward+backward"), ("fwd", "forward")):
             ratios = t[f"{label}_step_cost_over_rnn"]
             if ratios:
@@ -599,7 +665,9 @@ def markdown(result):
              + (f" (JAX threads: {m['jax_threads']})" if "jax_threads" in m else "")
              + "".join(f"; {n} skipped: {why}" for n, why in result.get("peers_skipped", {}).items())
              + f". sgemm ceiling {result['sgemm_gflops']:.0f} GFLOP/s "
-             f"(fastest of 10 square GEMMs, before and after the grid). "
+             f"(fastest of 10 square GEMMs, before and after the grid)"
+             + (f"; FMA peak {result['fma_peak_gflops']:.0f} GFLOP/s (a register tile of FMAs on operands in L1, "
+                f"all threads)" if result.get("fma_peak_gflops") else "") + ". "
              f"Median of up to {result['timing']['max_repeats']} calls after {result['timing']['warmup']} "
              f"warm-up. Load average (1/5/15 min) before {_load(run.get('load_before'))}, after "
              f"{_load(run.get('load_after'))}: other processes shared this machine, so treat single "
@@ -729,15 +797,26 @@ def target_lines(results):
                          + measured([b.get("geomean") for b in best], ".2f", PEER_TARGETS[goal]) + ", worst "
                          + measured([b.get("worst") for b in best], ".2f", PEER_TARGETS["worst"]) + "; worst at "
                          + "; ".join(f"{b['worst_shape']} against {b['worst_peer']} ({lab})"
-                                     for lab, b in zip(labels, best) if b))
+                                     for lab, b in zip(labels, best) if b) + _bound_measured(best, "", measured))
     for cell in dict.fromkeys(cell for t in ts for cell in t.get("gated", {})):
         gated = [t.get("gated", {}).get(cell, {}) for t in ts]
         lines.append(f"- {cell.upper()} over torch.nn.{cell.upper()}, forward+backward on the training shapes: "
                      "geometric mean " + measured([g.get("fwd_bwd_geomean_speedup") for g in gated], ".2f",
                                                   GATED_TARGETS["training_geomean"])
                      + ", worst " + measured([g.get("fwd_bwd_worst_speedup") for g in gated], ".2f",
-                                             GATED_TARGETS["worst_fwd_bwd"]))
+                                             GATED_TARGETS["worst_fwd_bwd"])
+                     + _bound_measured(gated, "fwd_bwd_", measured))
     return lines if len(lines) > 1 else []
+
+
+def _bound_measured(targets, prefix, measured):
+    """'; at the FMA peak at most ...' for target_lines, from each run's _bound_summary ('' where none has one)."""
+    bounds = [t.get(f"{prefix}peak_bound_geomean") for t in targets]
+    if not any(bounds):
+        return ""
+    under = max(len(t.get(f"{prefix}peak_bound_under_1x", {})) for t in targets)
+    return ("; a kernel at the FMA peak would reach " + measured(bounds, ".2f")
+            + (f" and stay under 1× on up to {under} shapes" if under else ""))
 
 
 def _times(row, key):

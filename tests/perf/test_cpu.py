@@ -46,6 +46,7 @@ def test_cpu_suite_times_every_backend_against_torch(tmp_path, monkeypatch):
     assert "## Targets (numba)" in table and "| forward-rate | 24 | 3 | 4 |" in table
     assert result["machine"]["torch_threads"] == result["machine"]["numba_threads"] == 1
     assert result["sgemm_gflops_by_n"]["before"]                          # measured on the pinned thread
+    assert all(0 < r["fraction_of_fma_peak"] < 1 for r in rows) and result["fma_peak_gflops"] > 0
 
 
 def test_groups_select_part_of_the_grid_and_unknown_ones_are_refused(tmp_path, monkeypatch):
@@ -198,3 +199,16 @@ def test_interleaved_timing_keeps_the_least_repeats_when_the_budget_is_spent():
     timed = runner.time_interleaved({"a": lambda: None}, warmup=0, repeats=10, budget_s=0, rounds=3,
                                     min_repeats=3)
     assert len(timed["a"][1]) == 3
+
+
+def test_fma_peak_passes_the_sgemm_rate_and_bounds_the_speedup_over_the_fastest_peer():
+    """The tile's FMA rate is at least NumPy's GEMM rate on the same thread; a peer at half the peak leaves 2×."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1, user_api="blas"):
+        sgemm, _ = runner.sgemm_gflops(sizes=(512,))
+    assert cpu.fma_peak_gflops(1) > 0.9 * sgemm
+    rows = [{"group": "training", "H": 8, "B": 2, "T": 3, "pass": "forward", "impl": impl,
+             "fraction_of_fma_peak": fraction} for impl, fraction in (("numba", 0.4), ("torch", 0.25), ("jax", 0.5))]
+    assert cpu.peak_bound(rows, {"torch", "jax"}) == {("training", 8, 2, 3, "forward"): 2.0}
+    assert cpu.peak_bound(rows, {"torch"}) == {("training", 8, 2, 3, "forward"): 4.0}
+    assert cpu.peak_bound(rows[1:], {"torch"}) == {}                            # numba not timed there

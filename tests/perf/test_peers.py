@@ -113,9 +113,14 @@ def test_suite_times_every_peer_and_our_speedup_over_the_fastest(tmp_path, monke
         assert machine["onnxruntime_threads"] == {"intra_op": 1, "inter_op": 1}
     best = result["targets"]["best_peer"]
     assert best["fwd"]["shapes"] == best["fwd_bwd"]["shapes"] == len(TOY_GROUPS)
+    for label, pass_name in (("fwd", "forward"), ("fwd_bwd", "forward+backward")):   # the bound at the FMA peak
+        bounds = [1 / max(r["fraction_of_fma_peak"] for r in rows if r["impl"] in peers.PEERS
+                          and (r["group"], r["pass"]) == (group, pass_name)) for group in TOY_GROUPS]
+        assert best[label]["peak_bound_geomean"] == pytest.approx(runner.geomean(bounds))
     table = paths[1].read_text()
     assert "## Headline: speed-up over the fastest peer of each shape" in table
     assert "forward over the fastest peer of each shape (3 shapes; fastest peer: " in table
+    assert "a kernel running every FLOP at the FMA peak would reach" in table and "FMA peak " in table
     text = headline.headline(headline.load([paths[0]]))
     assert "over the fastest peer of each shape" in text and "| lstm-training | 12, 3, 4 |" in text
     assert "- forward+backward over the fastest peer of each shape: geometric mean **" in text
