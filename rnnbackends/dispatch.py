@@ -13,7 +13,7 @@ NONLINEARITIES = ("tanh", "relu")
 
 
 # OpenBLAS runs a GEMM of fewer multiply-adds than this on one thread (SMP threshold 65536 × 4), and the numba
-# backend splits no call below 2²⁰: a smaller call gains nothing from the hold, which costs ≈ 5 µs.
+# backend splits no smaller call: it gains nothing from the hold, which costs ≈ 5 µs.
 BLAS_HOLD_MIN_WORK = 1 << 18
 CELLS = {"rnn": 1, "gru": 3, "lstm": 4}   # gates per cell (G): w_x (D, G·H), w_a (H, G·H), b_a and b_r (G·H,)
 

@@ -28,9 +28,14 @@ TRANSPOSED_PRODUCT_MAX_B = 32
 # A short call (T·B·2¹³ < G·H², e.g. one step of generation) takes per-step BLAS against W_A as it is: the tiles'
 # two copies of W_A per call (packed, transposed) would cost more than the few rows' steps they speed up.
 SHORT_CALL_ROWS = 1 << 13
-# Batch rows are split across numba's threads from this many multiply-adds per call, and only while NumPy's
-# BLAS runs on one thread: threaded OpenBLAS's idle workers spin ~0.1 s after each GEMM and take our cores.
-PARALLEL_MIN_WORK = 1 << 20
+# Batch rows are split across numba's threads from this many multiply-adds per call (T·B·G·H²), and only while
+# NumPy's BLAS runs on one thread: threaded OpenBLAS's idle workers spin ~0.1 s after each GEMM and take our cores.
+# Below it, waking the other thread (0.2-0.5 ms on a VM whose idle vCPU sleeps) and halving each thread's rows
+# cost more than the split saves: 2 threads over one, interleaved, quiet (forward, fwd+bwd): simple cell H=128,
+# B=8, T=64 (2²³) 0.80×, 0.83×; LSTM H=64, B=8, T=64 (2²³) 0.86×, 0.88×; H=128, B=16, T=64 (2²⁴) 0.98×, 0.93×;
+# from 2²⁴ to 2²⁵ the split starts to win (GRU H=128, B=8, T=64 1.12×, 1.12×; simple cell H=256, B=8, T=64 1.31×,
+# 1.18×).
+PARALLEL_MIN_WORK = 1 << 24
 # With too few rows to split (B ≤ ROWS), the units are split across threads instead, one barrier per step, from
 # 2¹⁶ multiply-adds per step (B·H²) and 2²⁵ per call: waking the other thread costs ~0.2-0.5 ms per call on a VM
 # whose idle vCPU sleeps. Through the handle, 2 threads, quiet (fwd, fwd+bwd over one thread): B=1, H=256, T=672

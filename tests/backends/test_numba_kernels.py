@@ -132,19 +132,20 @@ def test_per_step_blas_follows_the_blas_thread_count(monkeypatch):
     assert backend.path(64, 32, 256) == "blocked"
 
 
-def test_rows_split_across_threads_early_when_blas_has_one_thread(monkeypatch):
-    """With BLAS on one thread (no idle BLAS workers to spin) rows are split from 2²⁰ multiply-adds per call; with
-    BLAS threads only from 2³³."""
+def test_rows_split_across_threads_from_2_24_when_blas_has_one_thread(monkeypatch):
+    """With BLAS on one thread (no idle BLAS workers to spin) rows are split from 2²⁴ multiply-adds per call, gates
+    counted (below it waking the other thread costs more than the split saves); with BLAS threads, not at all."""
     import numba
     backend = numba_backend.NumbaBackend()
     monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
     monkeypatch.setattr(numba_backend, "idle_cores", lambda: 2)
     monkeypatch.setattr(backend, "blas_threads", lambda: 1)
-    assert backend.path(96, 32, 32) == "blocked, 2 threads"                  # 96·32·32² ≈ 2²¹·⁶
-    assert backend.path(96, 8, 32) == "blocked"                              # one block of 8 rows
-    assert backend.path(16, 16, 32) == "blocked"                             # 2¹⁸
+    assert backend.path(64, 16, 128) == "blocked, 2 threads"                 # 64·16·128² = 2²⁴
+    assert backend.path(32, 16, 128) == "blocked"                            # 2²³
+    assert backend.path(64, 16, 128, "gru") == "blocked, 2 threads"          # 2²⁵·⁶
+    assert backend.path(32, 16, 64, "lstm") == "blocked"                     # 2²³
     monkeypatch.setattr(backend, "blas_threads", lambda: 2)
-    assert backend.path(96, 32, 32) == "blocked"
+    assert backend.path(64, 16, 128) == "blocked"
 
 
 @pytest.mark.parametrize("threads", [2, 3])
