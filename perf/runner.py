@@ -64,24 +64,29 @@ def time_calls(fn, warmup=2, repeats=10, budget_s=1.0, min_repeats=3, clock=wall
 
 
 def time_interleaved(fns, warmup=2, repeats=10, budget_s=1.0, rounds=3, before=None, min_repeats=3,
-                     clock=wall_ms):
+                     clock=wall_ms, turn_warmup_below_ms=100.0):
     """{key: (median ms, all ms)} of each fn of the dict fns, timed in ``rounds`` rounds that each visit every fn in
     turn with its share of repeats and budget_s, so that a burst of load on a shared machine falls on every fn
-    rather than on the one being timed; before(key) runs before each fn's turn (and its warm-up)."""
-    times = {key: [] for key in fns}
+    rather than on the one being timed; before(key) runs before each fn's turn (and its warm-up). A turn starts
+    with one untimed call when the fn's last call took under turn_warmup_below_ms: the first call after another
+    fn ran is slower (caches, and on a VM a vCPU that idled)."""
+    times, last_ms = {key: [] for key in fns}, {}
     for key, fn in fns.items():
         if before:
             before(key)
         for _ in range(warmup):
-            fn()
+            last_ms[key] = wall_ms(fn)
     for r in range(1, rounds + 1):
         most, least = -(-repeats * r // rounds), -(-min_repeats * r // rounds)   # cumulative counts by round r
         for key, fn in fns.items():
             if before:
                 before(key)
+            if last_ms.get(key, math.inf) < turn_warmup_below_ms:
+                fn()
             kept, started = times[key], time.perf_counter()
             while len(kept) < most and (len(kept) < least or time.perf_counter() - started < budget_s / rounds):
                 kept.append(clock(fn))
+            last_ms[key] = kept[-1]
     return {key: (statistics.median(kept), kept) for key, kept in times.items()}
 
 

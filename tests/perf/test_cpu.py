@@ -183,15 +183,20 @@ def test_reported_path_is_the_one_the_call_takes_with_blas_held():
 
 
 def test_interleaved_timing_visits_every_call_in_turn_each_round():
-    """Rounds A B A B ..., before() ahead of each turn, warm-up first, the repeats shared between rounds."""
+    """Rounds A B A B ..., before() ahead of each turn, warm-up first, the repeats shared between rounds; a turn of a
+    short call starts with one untimed call, a turn of a long one does not."""
     order, turns = [], []
     calls = {name: (lambda name=name: order.append(name)) for name in ("a", "b")}
     clock = iter(range(1, 1000))
     timed = runner.time_interleaved(calls, warmup=1, repeats=6, budget_s=1e9, rounds=3, before=turns.append,
                                     clock=lambda fn: (fn(), next(clock))[1])
-    assert order == ["a", "b"] + ["a", "a", "b", "b"] * 3
+    assert order == ["a", "b"] + ["a", "a", "a", "b", "b", "b"] * 3
     assert turns == ["a", "b"] * 4
     assert timed["a"] == (5.5, [1, 2, 5, 6, 9, 10]) and timed["b"][1] == [3, 4, 7, 8, 11, 12]
+    order.clear()
+    runner.time_interleaved(calls, warmup=1, repeats=3, budget_s=1e9, rounds=3,
+                            clock=lambda fn: (fn(), 500.0)[1])                  # 500 ms calls: no turn warm-up
+    assert order == ["a", "b"] + ["a", "a", "b", "b"] + ["a", "b"] * 2
 
 
 def test_interleaved_timing_keeps_the_least_repeats_when_the_budget_is_spent():
