@@ -436,6 +436,8 @@ def _machine(threads, peer_versions, jax_threads):
     """Versions and thread counts of everything timed."""
     import numpy as np
     info = {"numpy": np.__version__, "threads": threads, "blas": _blas_name()}
+    if hasattr(os, "sched_getaffinity"):
+        info["cpu_affinity"] = sorted(os.sched_getaffinity(0))           # python -m perf pins --threads N here
     if "torch" in peer_versions:
         import torch
         info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
@@ -492,8 +494,9 @@ for label, (T, B, H) in (("blocked", (3, 5, 8)), ("rows_split", (4096, 32, 256))
             a, a_n, saved = backend.forward_sequence(x, a0, w, w, a0[0])
             backend.backward_sequence(saved, np.ones_like(a))
             calls.append(time.perf_counter() - t)
-        out[f"{label}_{dtype}"] = {"first_call_s": calls[0], "second_call_s": calls[1],
-                                   "path": backend.impl.path(T, B, H)}
+        with backend._threads(T * B * H * H):                  # the path as inside a call (BLAS held)
+            path = backend.impl.path(T, B, H)
+        out[f"{label}_{dtype}"] = {"first_call_s": calls[0], "second_call_s": calls[1], "path": path}
 print(json.dumps(out))
 """
 

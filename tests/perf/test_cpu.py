@@ -217,3 +217,20 @@ def test_fma_peak_passes_the_sgemm_rate_and_bounds_the_speedup_over_the_fastest_
     assert cpu.peak_bound(rows, {"torch", "jax"}) == {("training", 8, 2, 3, "forward"): 2.0}
     assert cpu.peak_bound(rows, {"torch"}) == {("training", 8, 2, 3, "forward"): 4.0}
     assert cpu.peak_bound(rows[1:], {"torch"}) == {}                            # numba not timed there
+
+
+def test_threads_pins_the_process_to_that_many_cores():
+    """--threads 1 sets the thread variables and pins the process to one core, so every library (JAX has no
+    thread setting that holds) runs on one; without --threads nothing is pinned."""
+    import os
+    import subprocess
+    import sys
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("this process has one core: nothing to pin")
+    probe = ("import os, sys; from perf.__main__ import _pin_threads; _pin_threads(sys.argv[1:]); "
+             "print(len(os.sched_getaffinity(0)), os.environ.get('OPENBLAS_NUM_THREADS'))")
+    run = [sys.executable, "-c", probe, "run", "--suite", "cpu"]
+    pinned = subprocess.run(run + ["--threads", "1"], capture_output=True, text=True, check=True)
+    free = subprocess.run(run, capture_output=True, text=True, check=True)
+    assert pinned.stdout.split() == ["1", "1"]
+    assert int(free.stdout.split()[0]) == len(os.sched_getaffinity(0))
