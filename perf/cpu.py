@@ -48,6 +48,7 @@ CELL_OF_GROUP = {"gru-training": "gru", "lstm-training": "lstm"}               #
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 PEER_TARGETS = {"forward_geomean": 1.25, "fwd_bwd_geomean": 1.5, "worst": 1.0}   # over the fastest peer per shape
 CONTENDED_TARGET = 1.3      # under a CPU burner: default threads at most this much slower than one thread
+CONTENDED_MIN_REPEATS = 5   # calls per setting at least: the median of 3 moved 1.33× on one burst (GRU, 1.3 s calls)
 GATED_TARGETS = {"training_geomean": 1.5, "worst_fwd_bwd": 1.0}   # over torch.nn.GRU/LSTM; per step ≤ G× rnn
 
 
@@ -387,16 +388,18 @@ def start_burner():
     return subprocess.Popen([sys.executable, "-c", BURNER])
 
 
-def interleaved(fn, settings, apply, warmup, repeats, budget_s):
+def interleaved(fn, settings, apply, warmup, repeats, budget_s, min_repeats=CONTENDED_MIN_REPEATS):
     """[(median ms, all ms)] of fn under each setting (apply(setting) before each call), alternating call by call
-    (A B, B A, ...) so that a changing load and the order of calls hit every setting alike."""
+    (A B, B A, ...) so that a changing load and the order of calls hit every setting alike; at least min_repeats
+    calls of each, whatever the budget."""
     for setting in settings:
         apply(setting)
         for _ in range(warmup):
             fn()
     times = [[] for _ in settings]
     started = time.perf_counter()
-    while len(times[0]) < repeats and (len(times[0]) < 3 or time.perf_counter() - started < budget_s * len(settings)):
+    while len(times[0]) < repeats and (len(times[0]) < min_repeats
+                                       or time.perf_counter() - started < budget_s * len(settings)):
         order = list(zip(settings, times))
         for setting, kept in order if len(times[0]) % 2 == 0 else order[::-1]:   # A B, then B A: no order bias
             apply(setting)
