@@ -20,7 +20,12 @@ def run_toy_suite(tmp_path, monkeypatch, *extra):
     args = parser.parse_args(["--threads", "1", "--warmup", "1", "--repeats", "2", "--budget", "0.05",
                               "--no-compile-times", "--backends", "numpy,numba", "--peers", "torch",
                               "--out", str(tmp_path), *extra])
-    paths = runner.run(cpu, args, ["run", "--suite", "cpu"])
+    import numba
+    threads = numba.get_num_threads()
+    try:
+        paths = runner.run(cpu, args, ["run", "--suite", "cpu"])
+    finally:
+        numba.set_num_threads(threads)                    # the suite sets --threads for this whole process
     return json.loads(paths[0].read_text()), paths
 
 

@@ -80,7 +80,12 @@ def run_toy_suite(tmp_path, monkeypatch, *extra):
     parser.add_argument("--out")
     args = parser.parse_args(["--threads", "1", "--warmup", "1", "--repeats", "2", "--budget", "0.05",
                               "--no-compile-times", "--backends", "numba", "--out", str(tmp_path), *extra])
-    paths = runner.run(cpu, args, ["run", "--suite", "cpu"])
+    import numba
+    threads = numba.get_num_threads()
+    try:
+        paths = runner.run(cpu, args, ["run", "--suite", "cpu"])
+    finally:
+        numba.set_num_threads(threads)                    # the suite sets --threads for this whole process
     return json.loads(paths[0].read_text()), paths
 
 
