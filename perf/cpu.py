@@ -335,10 +335,8 @@ def peak_bound(rows, peer_impls, impl="numba"):
     fastest = {}
     for r in rows:
         if not r.get("skipped") and r["impl"] in peer_impls and "fraction_of_fma_peak" in r:
-            key = (r["group"], r["H"], r["B"], r["T"], r["pass"])
-            fastest[key] = max(fastest.get(key, 0.0), r["fraction_of_fma_peak"])
-    ours = {(r["group"], r["H"], r["B"], r["T"], r["pass"]) for r in rows if not r.get("skipped")
-            and r["impl"] == impl}
+            fastest[_shape_pass(r)] = max(fastest.get(_shape_pass(r), 0.0), r["fraction_of_fma_peak"])
+    ours = {_shape_pass(r) for r in rows if not r.get("skipped") and r["impl"] == impl}
     return {key: 1 / fraction for key, fraction in fastest.items() if key in ours}
 
 
@@ -576,12 +574,16 @@ def best_peer_targets(rows, impl="numba"):
 def _bound_summary(bound, ups):
     """The peak bound (peak_bound) over the shapes of rows ups: geometric mean, and the shapes where even a kernel
     at the FMA peak would stay under 1× (empty without a measured peak)."""
-    shapes = {_shape_name(r): bound[(r["group"], r["H"], r["B"], r["T"], r["pass"])] for r in ups
-              if (r["group"], r["H"], r["B"], r["T"], r["pass"]) in bound}
+    shapes = {_shape_name(r): bound[_shape_pass(r)] for r in ups if _shape_pass(r) in bound}
     if not shapes:
         return {}
     return {"peak_bound_geomean": runner.geomean(shapes.values()),
             "peak_bound_under_1x": {name: b for name, b in shapes.items() if b < 1}}
+
+
+def _shape_pass(row):
+    """(group, H, B, T, pass) of a row: one shape's one pass."""
+    return row["group"], row["H"], row["B"], row["T"], row["pass"]
 
 
 def _shape_name(row):
@@ -605,12 +607,14 @@ def best_peer_lines(best_peer):
     return lines
 
 
-def _bound_text(t, prefix):
-    """'; at the FMA peak ...' of a target dict holding a _bound_summary under prefix ('' without one)."""
+def _bound_text(t, prefix, passes=""):
+    """'; at the FMA peak ...' (of ``passes``, when named) of a target dict holding a _bound_summary under prefix
+    ('' without one)."""
     if f"{prefix}peak_bound_geomean" not in t:
         return ""
     under = t[f"{prefix}peak_bound_under_1x"]
-    return (f"; a kernel running every FLOP at the FMA peak would reach {t[f'{prefix}peak_bound_geomean']:.2f}× "
+    return (f"; a kernel running every FLOP at the FMA peak would reach{passes} "
+            f"{t[f'{prefix}peak_bound_geomean']:.2f}× "
             f"(geometric mean)" + (f" and stay under 1× on {len(under)} shape{'s' * (len(under) != 1)} ("
                                    + ", ".join(f"{name}: {b:.2f}×" for name, b in under.items()) + ")"
                                    if under else ""))
@@ -620,7 +624,7 @@ def gated_targets(rows, impl="numba"):
     """Per gated cell: speed-up over torch's GRU/LSTM (geometric mean, worst) and its per-step cost over the simple
     cell's at the same H, B, T (target ≤ G, the G× larger work), where both were timed in this run."""
     key = f"speedup_vs_{PEER}"
-    timed = {(r["group"], r["H"], r["B"], r["T"], r["pass"]): r for r in rows
+    timed = {_shape_pass(r): r for r in rows
              if not r.get("skipped") and r["impl"] == impl}
     out, bound = {}, peak_bound(rows, {PEER}, impl)
     for group, cell in CELL_OF_GROUP.items():
@@ -652,7 +656,7 @@ def gated_target_lines(gated):
                      f"{GATED_TARGETS['training_geomean']:g}×), worst **{t['fwd_bwd_worst_speedup']:.2f}×** at "
                      f"{t['fwd_bwd_worst_shape']} (target ≥ {GATED_TARGETS['worst_fwd_bwd']:g}×); forward "
                      f"{t['fwd_geomean_speedup']:.2f}× (worst {t['fwd_worst_speedup']:.2f}×)"
-                     + _bound_text(t, "fwd_bwd_").replace("would reach", "would reach, forward+backward,"))
+                     + _bound_text(t, "fwd_bwd_", ", forward+backward,"))
         for label, name in (("fwd_bwd", "forward+backward"), ("fwd", "forward")):
             ratios = t[f"{label}_step_cost_over_rnn"]
             if ratios:
@@ -745,7 +749,7 @@ def markdown(result):
               "|---|---|---|---|---|---|" + "---|" * len(others) + "---|" + "---|---|---|---|" * len(impls)
               + "---|---|---|---|"]
     index = {(r["group"], r["H"], r["B"], r["T"], r["pass"], r["impl"]): r for r in rows}
-    for shape in dict.fromkeys((r["group"], r["H"], r["B"], r["T"], r["pass"]) for r in rows):
+    for shape in dict.fromkeys(_shape_pass(r) for r in rows):
         peer_ms = [f"{index[shape + (n,)]['median_ms']:.2f}" if shape + (n,) in index else "–"
                    for n in [PEER, *others]]
         cells = []
