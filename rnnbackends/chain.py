@@ -35,13 +35,17 @@ class ChainBackend:
         across its own threads."""
         return a @ b if out is None else self.xp.matmul(a, b, out=out)
 
+    def empty(self, shape, dtype):
+        """An uninitialised array for the host code around the chain (a backend may align it)."""
+        return self.xp.empty(shape, dtype=dtype)
+
     def forward_sequence(self, x, state0, w_x, w_a, b_a, *, lengths=None, nonlinearity="tanh", cell="rnn",
                          b_r=None):
         """The cell's chain over t=1..T -> (a (T,B,H), state_n, saved); state is A (B,H), or (A, C) for LSTM."""
         xp = self.xp
         T, B, D = x.shape
         steps = np.full(B, T, dtype=np.int64) if lengths is None else lengths    # valid steps per row (B,)
-        z = xp.empty((T, B, w_x.shape[1]), dtype=x.dtype)                        # X_t·W_X (T, B, G·H)
+        z = self.empty((T, B, w_x.shape[1]), x.dtype)                            # X_t·W_X (T, B, G·H)
         self.matmul(x.reshape(T * B, D), w_x, out=z.reshape(T * B, -1))          # all steps in one GEMM
         last = (xp.asarray(steps - 1), xp.arange(B))                             # each row's last valid step
         if cell != "rnn" and b_r is None:

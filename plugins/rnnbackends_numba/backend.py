@@ -116,6 +116,10 @@ class NumbaBackend(ChainBackend):
             future.result()
         return out
 
+    def empty(self, shape, dtype):
+        """An uninitialised array starting on a cache line (kernels.empty): the chain's X_t·W_X."""
+        return self.kernels.empty(shape, dtype)
+
     def blas_threads(self):
         """Threads NumPy's BLAS uses now (1 under threadpoolctl limits such as the CLI's)."""
         return max((blas.get_num_threads() or 1 for blas in self.blas), default=1)
@@ -187,7 +191,7 @@ class NumbaBackend(ChainBackend):
         k = self.kernels
         T, B, H = a.shape
         relu = nonlinearity == "relu"
-        dz = np.empty_like(a)                                                    # dL/dZ_t (T, B, H)
+        dz = k.empty(a.shape, a.dtype)                                           # dL/dZ_t (T, B, H)
         blas, chunks, columns = self._plan(T, B, H, itemsize=a.itemsize)
         if blas:
             d_next, product = recurrent_product(k, w_a.T, T, B, a.dtype)         # dZ_{t+1}·W_Aᵀ (B, H)
@@ -195,7 +199,7 @@ class NumbaBackend(ChainBackend):
                 k.backward_step_start(dz[t], d_a[t], d_a_n, d_next, a[t], steps, t, relu, 0, B)
                 product(dz[t])
             return dz, np.ascontiguousarray(d_next)                              # dL/dA_0 (B, H)
-        d_next = np.zeros((B, H), dtype=a.dtype)                                 # dZ_{t+1}·W_Aᵀ, then dL/dA_0
+        d_next = k.zeros((B, H), a.dtype)                                        # dZ_{t+1}·W_Aᵀ, then dL/dA_0
         w_a_t_packed = k.pack_columns(k.transposed(w_a))                         # W_Aᵀ by column vectors
         if columns:
             k.backward_columns_parallel(dz, d_a, d_a_n, d_next, a, w_a_t_packed, steps, relu, chunks,
@@ -211,8 +215,8 @@ class NumbaBackend(ChainBackend):
         k = self.kernels
         T, B, G = z.shape
         H = G // 3
-        a = np.empty((T, B, H), dtype=z.dtype)                                   # A_1..A_T
-        z_rn = np.empty((T, B, H), dtype=z.dtype)                                # A_{t-1}·W_An + b_Rn
+        a = k.empty((T, B, H), z.dtype)                                          # A_1..A_T
+        z_rn = k.empty((T, B, H), z.dtype)                                       # A_{t-1}·W_An + b_Rn
         blas, chunks, columns = self._plan(T, B, H, 3, z.itemsize)
         if blas:
             rec, product = recurrent_product(k, w_a, T, B, z.dtype)              # A_{t-1}·W_A (B, 3H)
@@ -221,7 +225,7 @@ class NumbaBackend(ChainBackend):
                 product(prev)
                 k.gru_step(z[t], a[t], prev, rec, z_rn[t], b_a, b_r, steps, t, 0, B, 0, H)
         else:
-            rec = np.empty((B, G), dtype=z.dtype)
+            rec = k.empty((B, G), z.dtype)
             w_a_packed, w_a_t = k.pack_for_tiles(w_a)                            # W_A by column vectors, W_Aᵀ
             if columns:
                 k.gru_forward_columns_parallel(z, a, a0, z_rn, rec, w_a_packed, b_a, b_r, steps, chunks,
@@ -237,8 +241,8 @@ class NumbaBackend(ChainBackend):
         k = self.kernels
         gates, z_rn = chain_saved
         T, B, H = a.shape
-        dz_x, dz_r = np.empty_like(gates), np.empty_like(gates)
-        carry = np.zeros((B, H), dtype=a.dtype)                                  # u ⊙ dL/dA_t, into dL/dA_{t-1}
+        dz_x, dz_r = k.empty(gates.shape, a.dtype), k.empty(gates.shape, a.dtype)
+        carry = k.zeros((B, H), a.dtype)                                         # u ⊙ dL/dA_t, into dL/dA_{t-1}
         blas, chunks, columns = self._plan(T, B, H, 3, a.itemsize)
         if blas:
             d_next, product = recurrent_product(k, w_a.T, T, B, a.dtype)         # dZ_R,t+1·W_Aᵀ (B, H)
@@ -247,7 +251,7 @@ class NumbaBackend(ChainBackend):
                                     a0 if t == 0 else a[t - 1], steps, t, 0, B, 0, H)
                 product(dz_r[t])
         else:
-            d_next = np.zeros((B, H), dtype=a.dtype)
+            d_next = k.zeros((B, H), a.dtype)
             w_a_t_packed = k.pack_columns(k.transposed(w_a))                     # W_Aᵀ (3H, H) by column vectors
             if columns:
                 k.gru_backward_columns_parallel(dz_x, dz_r, carry, d_next, d_a, d_a_n, gates, z_rn, a, a0,
@@ -265,7 +269,7 @@ class NumbaBackend(ChainBackend):
         k = self.kernels
         T, B, G = z.shape
         H = G // 4
-        a, c = np.empty((T, B, H), dtype=z.dtype), np.empty((T, B, H), dtype=z.dtype)   # A_t, C_t (valid steps)
+        a, c = k.empty((T, B, H), z.dtype), k.empty((T, B, H), z.dtype)         # A_t, C_t (valid steps)
         bias = b_a + b_r                                                         # b_A + b_R (4H,)
         blas, chunks, columns = self._plan(T, B, H, 4, z.itemsize)
         if blas:
@@ -274,7 +278,7 @@ class NumbaBackend(ChainBackend):
                 product(a0 if t == 0 else a[t - 1])
                 k.lstm_step(z[t], a[t], c[t], c0 if t == 0 else c[t - 1], rec, bias, steps, t, 0, B, 0, H)
         else:
-            rec = np.empty((B, G), dtype=z.dtype)
+            rec = k.empty((B, G), z.dtype)
             w_a_packed, w_a_t = k.pack_for_tiles(w_a)                            # W_A by column vectors, W_Aᵀ
             if columns:
                 k.lstm_forward_columns_parallel(z, a, c, a0, c0, rec, w_a_packed, bias, steps, chunks,
@@ -291,8 +295,8 @@ class NumbaBackend(ChainBackend):
         k = self.kernels
         gates, c = chain_saved
         T, B, H = a.shape
-        dz = np.empty_like(gates)
-        carry_c = np.zeros((B, H), dtype=a.dtype)                                # dL/dC_t arriving at step t
+        dz = k.empty(gates.shape, a.dtype)
+        carry_c = k.zeros((B, H), a.dtype)                                       # dL/dC_t arriving at step t
         blas, chunks, columns = self._plan(T, B, H, 4, a.itemsize)
         if blas:
             d_next, product = recurrent_product(k, w_a.T, T, B, a.dtype)         # dZ_t+1·W_Aᵀ (B, H)
@@ -301,7 +305,7 @@ class NumbaBackend(ChainBackend):
                                       c0 if t == 0 else c[t - 1], steps, t, 0, B, 0, H)
                 product(dz[t])
         else:
-            d_next = np.zeros((B, H), dtype=a.dtype)
+            d_next = k.zeros((B, H), a.dtype)
             w_a_t_packed = k.pack_columns(k.transposed(w_a))
             if columns:
                 k.lstm_backward_columns_parallel(dz, carry_c, d_next, d_a, d_a_n, d_c_n, gates, c, c0, w_a_t_packed,

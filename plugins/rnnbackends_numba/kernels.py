@@ -168,6 +168,7 @@ def _activate_row(row, relu):
 # IR with explicit vectors of VECTOR_BYTES. The last N % LANES units use dot products against m = wᵀ (N, K).
 
 VECTOR_BYTES = 64 if AVX512 else 32
+CACHE_LINE = 64            # bytes: every array the chain reads or writes starts on one (``empty``)
 VECTORS = 3                # weight vectors per tile: 48 float32 or 24 float64 units (AVX-512)
 
 
@@ -249,27 +250,50 @@ _tile_half_4, _tile_half_2, _tile_half_1 = (_make_tile(HALF, n) for n in (HALF_V
 _tile_row_8, _tile_row_4, _tile_row_2, _tile_row_1 = (_make_tile(1, n) for n in (ROW_VECTORS, 4, 2, 1))
 
 
+def empty(shape, dtype):
+    """np.empty starting on a cache line (NumPy aligns to 16 bytes, numba to 32): a vector load of the tiles never
+    straddles two lines, and a split of rows or of whole column vectors across threads never shares one."""
+    dtype = np.dtype(dtype)
+    size = math.prod(shape) * dtype.itemsize
+    raw = np.empty(size + CACHE_LINE, dtype=np.uint8)
+    start = -raw.ctypes.data % CACHE_LINE
+    return raw[start:start + size].view(dtype).reshape(shape)
+
+
+def zeros(shape, dtype):
+    """np.zeros starting on a cache line (see ``empty``)."""
+    out = empty(shape, dtype)
+    out[...] = 0
+    return out
+
+
 def pack_columns(w):
     """w (K, N) → (N // LANES, K, LANES): its full column vectors, each contiguous along k (plain NumPy)."""
     K, N = w.shape
     lanes = VECTOR_BYTES // w.itemsize
-    return np.ascontiguousarray(w[:, :N - N % lanes].reshape(K, N // lanes, lanes).transpose(1, 0, 2))
+    out = empty((N // lanes, K, lanes), w.dtype)
+    out[...] = w[:, :N - N % lanes].reshape(K, N // lanes, lanes).transpose(1, 0, 2)
+    return out
 
 
 def pack_for_tiles(w):
     """(pack_columns(w), m) for the tiles' product by w (K, N): m = wᵀ (N, K) when N % LANES units are left to
     dot products, else an empty (0, K), which the tiles never read (saves a copy of w per call)."""
     K, N = w.shape
-    m = transposed(w) if N % (VECTOR_BYTES // w.itemsize) else np.empty((0, K), dtype=w.dtype)
+    m = transposed(w) if N % (VECTOR_BYTES // w.itemsize) else empty((0, K), w.dtype)
     return pack_columns(w), m
 
 
-@serial
 def transposed(w):
     """wᵀ (N, K) contiguous, for w (K, N): in 16×64 blocks, 4-9× faster than NumPy's copy at H = 1024-1760."""
     # NumPy copies w.T element by element down columns 4 KiB apart at H=1024, which thrash one cache set.
+    return _transpose_into(w, empty(w.shape[::-1], w.dtype))
+
+
+@serial
+def _transpose_into(w, out):
+    """out[j, i] = w[i, j], block by block."""
     K, N = w.shape
-    out = np.empty((N, K), dtype=w.dtype)
     for i0 in range(0, K, 16):
         for j0 in range(0, N, 64):
             for j in range(j0, min(N, j0 + 64)):

@@ -110,6 +110,31 @@ def test_repeated_calls_are_bit_identical(monkeypatch):
         np.testing.assert_array_equal(f, s)
 
 
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_chain_arrays_start_on_a_cache_line(cell):
+    """The packed weights, W_Aᵀ and the arrays the chain writes start on a 64-byte line (NumPy gives 16 bytes), so
+    no tile load straddles two lines and no split across threads shares one; the values are unchanged."""
+    import rnnbackends
+    rng = np.random.default_rng(0)
+    for shape in [(3, 5), (64, 8, 16)]:
+        assert kernels.empty(shape, np.float32).ctypes.data % 64 == 0
+        assert kernels.zeros(shape, np.float64).ctypes.data % 64 == 0 and not kernels.zeros(shape, np.float64).any()
+    w = rng.standard_normal((40, 48)).astype(np.float32)
+    packed, w_t = kernels.pack_for_tiles(w[:, :40])                 # 40 units: vectors and a remainder
+    lanes = kernels.VECTOR_BYTES // 4
+    assert packed.ctypes.data % 64 == 0 and w_t.ctypes.data % 64 == 0
+    np.testing.assert_array_equal(w_t, w[:, :40].T)
+    np.testing.assert_array_equal(packed[1], w[:, lanes:2 * lanes])
+    backend = rnnbackends.get_backend("numba")
+    G = {"rnn": 1, "lstm": 4}[cell]
+    x, a0 = rng.standard_normal((6, 3, 8)).astype(np.float32), np.zeros((3, 16), np.float32)
+    state0 = (a0, a0) if cell == "lstm" else a0
+    a, _, _ = backend.forward_sequence(x, state0, rng.standard_normal((8, G * 16)).astype(np.float32),
+                                       rng.standard_normal((16, G * 16)).astype(np.float32),
+                                       np.zeros(G * 16, np.float32), cell=cell)
+    assert a.ctypes.data % 64 == 0                                  # the simple cell's a is X·W_X's array itself
+
 def test_probing_and_importing_do_not_import_numba():
     """`import rnnbackends` and listing the backends leave numba unimported (its compile cost lands on first use)."""
     code = ("import sys, rnnbackends; infos = {i.name: i for i in rnnbackends.list_backends()}; "
