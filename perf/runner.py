@@ -102,15 +102,19 @@ def sgemm_gflops(sizes=(1024, 2048), dtype="float32"):
     return max(best.values()), best
 
 
-def cpu_model():
-    """The CPU's model name from /proc/cpuinfo (or platform)."""
+def cpu_model(cpuinfo=None):
+    """The CPU's model name and widest x86 vector extension from /proc/cpuinfo (or its text), e.g. "AMD EPYC
+    (AVX-512)": VMs of one model name come with and without AVX-512, and the peers' speed differs between them."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        lines = (Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo).splitlines()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        lines = []
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    vectors = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
+    return f"{name} ({vectors})" if vectors else name
 
 
 def git_commit():

@@ -239,3 +239,11 @@ def test_threads_pins_the_process_to_that_many_cores():
     free = subprocess.run(run, capture_output=True, text=True, check=True)
     assert pinned.stdout.split() == ["1", "1"]
     assert int(free.stdout.split()[0]) == len(os.sched_getaffinity(0))
+
+
+def test_cpu_model_names_the_widest_vector_extension():
+    """The recorded CPU tells an AVX-512 VM from an AVX2 one of the same model name."""
+    cpuinfo = "processor\t: {n}\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx fma{extra}\n\n"
+    assert runner.cpu_model(cpuinfo.format(n=0, extra=" avx2 avx512f avx512bw") * 2) == "AMD EPYC (AVX-512)"
+    assert runner.cpu_model(cpuinfo.format(n=0, extra=" avx2")) == "AMD EPYC (AVX2)"
+    assert runner.cpu_model(cpuinfo.format(n=0, extra="")) == "AMD EPYC"
