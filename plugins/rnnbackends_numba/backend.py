@@ -40,6 +40,10 @@ PARALLEL_MIN_WORK = 1 << 24
 # 2¹⁶ multiply-adds per step (B·H²) and 2²⁵ per call: waking the other thread costs ~0.2-0.5 ms per call on a VM
 # whose idle vCPU sleeps. Through the handle, 2 threads, quiet (fwd, fwd+bwd over one thread): B=1, H=256, T=672
 # 1.31×, 1.11×; H=512, T=672 1.56×, 1.35×; H=512, T=96 (2²⁴·⁶) 1.00×, 1.01×; H=256, T=96 0.78×, 0.99×.
+# With one row (B=1) each step streams all of W_A for that row alone, and halving each thread's share of it pays
+# from half the call work, 2²⁴ (AVX-512 EPYC, interleaved, time split over unsplit, forward, fwd+bwd): simple cell
+# H=512, T=96 0.90-0.93×, 0.88-0.90×; GRU H=256, T=96 0.84×, 0.86×; LSTM H=256, T=64 0.81×, 0.88×; while with 4-8
+# rows in the same band it does not (GRU H=128, B=8, T=64 1.03×, 0.99×; LSTM H=128, B=4, T=64 1.02×, 1.08×).
 COLUMNS_MIN_WORK, COLUMNS_MIN_CALL_WORK = 1 << 16, 1 << 25
 # A gated cell's work counts its G gates (W_A is H × G·H): per-step BLAS from G·H² ≥ 2048², and with BLAS
 # threads by the work rules above. On one thread (AVX2, loaded machine) tiles and per-step BLAS tied within
@@ -143,7 +147,7 @@ class NumbaBackend(ChainBackend):
         if chunks > 1:
             return False, min(chunks, idle_cores()), False                      # idle cores read only when it matters
         vectors, remainder = divmod(H, self.kernels.VECTOR_BYTES // itemsize)
-        if (work >= COLUMNS_MIN_WORK and T * work >= COLUMNS_MIN_CALL_WORK and not remainder
+        if (work >= COLUMNS_MIN_WORK and T * work >= COLUMNS_MIN_CALL_WORK >> (B == 1) and not remainder
                 and vectors >= 2 and self._barriers_safe()):
             parts = min(threads, vectors, idle_cores())
             return False, parts, parts > 1

@@ -173,6 +173,23 @@ def test_rows_split_across_threads_from_2_24_when_blas_has_one_thread(monkeypatc
     assert backend.path(64, 16, 128) == "blocked"
 
 
+def test_one_row_splits_its_units_from_2_24_and_a_few_rows_from_2_25(monkeypatch):
+    """A single row streams all of W_A each step, so its units are split across threads from half the call work
+    that a few rows need (2²⁴ against 2²⁵ multiply-adds per call, gates counted)."""
+    import numba
+    backend = numba_backend.NumbaBackend()
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(numba_backend, "idle_cores", lambda: 2)
+    monkeypatch.setattr(backend, "blas_threads", lambda: 1)
+    monkeypatch.setattr(backend, "_barriers_safe", lambda: True)
+    assert backend.path(96, 1, 512) == "blocked, 2 threads by units"         # 96·512² = 2²⁴·⁶
+    assert backend.path(32, 1, 512) == "blocked"                             # 2²³
+    assert backend.path(64, 1, 256, "lstm") == "blocked, 2 threads by units"  # 2²⁴
+    rows = kernels.ROWS                                                      # one register block of rows
+    assert backend.path(512 // rows, rows, 128, "gru") == "blocked"          # 2²⁴·⁶ with a few rows
+    assert backend.path(1024 // rows, rows, 128, "gru") == "blocked, 2 threads by units"   # 2²⁵·⁶
+
+
 @pytest.mark.parametrize("threads", [2, 3])
 def test_split_gemms_equal_one_blas_call(threads, monkeypatch):
     """The GEMMs around the chain split across threads (rows of the result, or its columns when it is wider) give
