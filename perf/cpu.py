@@ -216,8 +216,12 @@ def _run_suite(args):
                     row["gflops_chain"] = (2 * B * H * GATES[cell] * H * T
                                            / (max(ms - input_gemm_ms, 1e-6) * 1e-3) / 1e9)
                 backend = names_and_backends[impl]
-                path = getattr(backend.impl, "path", lambda *a: "")
-                busy_wait(SETTLE_S)                 # a peer's spinning pool would read as a busy core
+                path = getattr(backend.impl, "path", None)
+                if path is None:
+                    row["path"] = ""
+                    continue
+                if pass_name == "forward":          # the peer timed last may still spin: a busy core to idle_cores()
+                    busy_wait(SETTLE_S)
                 with backend._threads(T * B * GATES[cell] * H * H):              # as inside the call (BLAS held)
                     row["path"] = path(T, B, H) if cell == "rnn" else path(T, B, H, cell)
         _add_speedups(shape_rows)

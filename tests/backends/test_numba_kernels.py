@@ -110,7 +110,6 @@ def test_repeated_calls_are_bit_identical(monkeypatch):
         np.testing.assert_array_equal(f, s)
 
 
-
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
 def test_chain_arrays_start_on_a_cache_line(cell):
     """The packed weights, W_Aᵀ and the arrays the chain writes start on a 64-byte line (NumPy gives 16 bytes), so
