@@ -50,6 +50,8 @@ PEER_TARGETS = {"forward_geomean": 1.25, "fwd_bwd_geomean": 1.5, "worst": 1.0}  
 CONTENDED_TARGET = 1.3      # under a CPU burner: default threads at most this much slower than one thread
 CONTENDED_MIN_REPEATS = 5   # calls per setting at least: the median of 3 moved 1.33× on one burst (GRU, 1.3 s calls)
 GATED_TARGETS = {"training_geomean": 1.5, "worst_fwd_bwd": 1.0}   # over torch.nn.GRU/LSTM; per step ≤ G× rnn
+SMALL_B = {"B_max": 8, "fraction": 0.5}   # the chain at B ≤ 8 within 2× of the L2-resident FMA peak at its B
+L2_PEAK_K, L2_PEAK_UNITS = 192, 384       # the weights per thread of that peak: 288 KiB in float32
 
 
 SETTLE_S = 0.2   # seconds between two impls' timings: a peer's spin-waiting workers hold a core that long at most
@@ -135,6 +137,20 @@ def contract_passes(backend, p, cell="rnn"):
         _, _, saved = backend.forward_sequence(*args, **options)
         return backend.backward_sequence(saved, p["d_a"], d_state_n)
     return forward, forward_backward
+
+
+def chain_call(impl, p, cell="rnn"):
+    """A closure running the forward chain method of a chain backend (rnnbackends.chain) alone on p's shape (call it
+    with BLAS held as inside a call: the handle's _threads): z = X·W_X once, then each call overwrites it in place
+    and the next takes that as its input (the same work: no step depends on the values)."""
+    import numpy as np
+    T, B, _ = p["x"].shape
+    z = impl.empty((T, B, p["w_x"].shape[1]), p["x"].dtype)
+    impl.matmul(p["x"].reshape(T * B, -1), p["w_x"], out=z.reshape(T * B, -1))
+    steps, b_r = np.full(B, T, dtype=np.int64), p.get("b_r")
+    return {"rnn": lambda: impl.rnn_forward_chain(z, p["a0"], p["w_a"], p["b_a"], steps, "tanh"),
+            "gru": lambda: impl.gru_forward_chain(z, p["a0"], p["w_a"], p["b_a"], b_r, steps),
+            "lstm": lambda: impl.lstm_forward_chain(z, p["a0"], p["c0"], p["w_a"], p["b_a"], b_r, steps)}[cell]
 
 
 def _peak_bytes(fn):
@@ -224,6 +240,10 @@ def _run_suite(args):
                     busy_wait(SETTLE_S)
                 with backend._threads(T * B * GATES[cell] * H * H):              # as inside the call (BLAS held)
                     row["path"] = path(T, B, H) if cell == "rnn" else path(T, B, H, cell)
+                    if pass_name == "forward" and B <= SMALL_B["B_max"] and impl == "numba":
+                        row["chain_ms"] = runner.time_calls(chain_call(backend.impl, p, cell), warmup, repeats,
+                                                            budget)[0]
+                        row["gflops_chain_alone"] = 2 * B * H * GATES[cell] * H * T / (row["chain_ms"] * 1e-3) / 1e9
         _add_speedups(shape_rows)
         rows += shape_rows
         print(f"[cpu] {group} H={H} B={B} T={T}: " + ", ".join(
@@ -232,10 +252,15 @@ def _run_suite(args):
     ceiling_after, ceiling_by_n_after = runner.sgemm_gflops(dtype=args.dtype)   # the load may have changed
     ceiling = max(ceiling, ceiling_after)
     peak = fma_peak_gflops(args.threads, args.dtype)
+    small_b = sorted({r["B"] for r in rows if "gflops_chain_alone" in r})
+    l2_peaks = {B: l2_fma_peak_gflops(args.threads, B, args.dtype) for B in small_b} if "numba" in names_and_backends \
+        else {}
     for row in rows:
         if not row.get("skipped"):
             row["fraction_of_ceiling"] = row["gflops_recurrent"] / ceiling
             row["fraction_of_fma_peak"] = row["gflops_all"] / peak
+        if "gflops_chain_alone" in row and row["B"] in l2_peaks:
+            row["fraction_of_l2_peak"] = row["gflops_chain_alone"] / l2_peaks[row["B"]]
     return {"suite": "cpu", "peer": PEER, "peers": list(peer_versions), "peers_skipped": peers_missing,
             "primary": "numba" if "numba" in names_and_backends else None,
             "dtype": args.dtype, "threads": args.threads, "quick": args.quick,
@@ -243,7 +268,7 @@ def _run_suite(args):
                        "order": f"every impl and pass of a shape in turn, {ROUNDS} rounds"},
             "machine": _machine(args.threads, peer_versions, jax_threads),
             "sgemm_gflops": ceiling, "sgemm_gflops_by_n": {"before": ceiling_by_n, "after": ceiling_by_n_after},
-            "fma_peak_gflops": peak,
+            "fma_peak_gflops": peak, "l2_fma_peak_gflops": {str(B): gflops for B, gflops in l2_peaks.items()},
             "compile": None if args.quick or args.no_compile_times or "numba" not in names_and_backends
             else compile_times(),
             "rows": rows, "targets": targets(rows, ceiling)}
@@ -314,24 +339,63 @@ def fma_peak_gflops(threads, dtype="float32", k=128, calls=200_000, repeats=5):
     """GFLOP/s of the numba backend's widest register tile (FMAs only, operands in L1) on ``threads`` threads at
     once: the rate no kernel on this machine can pass, so a peer's time over its FLOPs at this rate bounds the
     speed-up any implementation could reach over it. Best of ``repeats``."""
-    import numpy as np
     from numba import njit, prange
     from rnnbackends_numba import kernels
-    tile, rows, vectors = kernels._tile_rows_wide, kernels.ROWS, kernels.VECTORS
-    lanes = kernels.VECTOR_BYTES // np.dtype(dtype).itemsize
+    tile = kernels._tile_rows_wide
 
     @njit(parallel=True, nogil=True)
     def fmas(p, w_packed, out, calls):
         for part in prange(p.shape[0]):
             for _ in range(calls):
-                tile(p[part], w_packed, out[part], 0, 0)
+                tile(p[part], w_packed[part], out[part], 0, 0)
 
-    p = np.full((threads, rows, k), 1e-3, dtype=dtype)
-    w_packed = kernels.pack_columns(np.full((k, vectors * lanes), 1e-3, dtype=dtype))
-    out = np.zeros((threads, rows, vectors * lanes), dtype=dtype)
+    p, w_packed, out, units = _tile_operands(threads, kernels.ROWS, k, kernels.VECTORS, dtype)
     fmas(p, w_packed, out, 1)                                                    # compiles
     best = min(runner.wall_ms(lambda: fmas(p, w_packed, out, calls)) for _ in range(repeats))
-    return threads * calls * 2 * rows * k * vectors * lanes / (best * 1e-3) / 1e9
+    return threads * calls * 2 * kernels.ROWS * k * units / (best * 1e-3) / 1e9
+
+
+def l2_fma_peak_gflops(threads, rows, dtype="float32", repeats=5):
+    """GFLOP/s of the chain's product (kernels._rows_times_columns: register tiles) of ``rows`` batch rows by a
+    weight matrix resident in L2 (L2_PEAK_K × L2_PEAK_UNITS per thread: 288 KiB in float32, past L1, inside a
+    512 KiB L2), on ``threads`` threads at once, each on its own weights: the rate a chain of ``rows`` rows would
+    reach if its steps cost nothing beyond their products (the small-B chain target's reference). Best of
+    ``repeats``."""
+    import numpy as np
+    from rnnbackends_numba import kernels
+    products = _l2_products()
+    lanes = kernels.VECTOR_BYTES // np.dtype(dtype).itemsize
+    p, w_packed, out, units = _tile_operands(threads, rows, L2_PEAK_K, L2_PEAK_UNITS // lanes, dtype)
+    lengths, calls = np.ones(rows, dtype=np.int64), 40_000 // rows
+    products(p, w_packed, out, lengths, 1)                                       # compiles
+    best = min(runner.wall_ms(lambda: products(p, w_packed, out, lengths, calls)) for _ in range(repeats))
+    return threads * calls * 2 * rows * L2_PEAK_K * units / (best * 1e-3) / 1e9
+
+
+@functools.cache
+def _l2_products():
+    """The njit kernel l2_fma_peak_gflops times (compiled once per process)."""
+    from numba import njit, prange
+    from rnnbackends_numba import kernels
+    product = kernels._rows_times_columns
+
+    @njit(parallel=True, nogil=True)
+    def products(p, w_packed, out, lengths, calls):
+        for part in prange(p.shape[0]):
+            for _ in range(calls):
+                product(p[part], w_packed[part], out[part], 0, p.shape[1], lengths, 0, 0, w_packed.shape[1])
+    return products
+
+
+def _tile_operands(threads, rows, k, vectors, dtype):
+    """(p (threads, rows, k), w_packed (threads, vectors, k, LANES), out (threads, rows, units), units) for timing
+    the tiles, one set per thread, on cache lines as the chain's arrays."""
+    import numpy as np
+    from rnnbackends_numba import kernels
+    lanes = kernels.VECTOR_BYTES // np.dtype(dtype).itemsize
+    p, w_packed = kernels.empty((threads, rows, k), dtype), kernels.empty((threads, vectors, k, lanes), dtype)
+    p[...], w_packed[...] = 1e-3, 1e-3
+    return p, w_packed, kernels.zeros((threads, rows, vectors * lanes), dtype), vectors * lanes
 
 
 def peak_bound(rows, peer_impls, impl="numba"):
@@ -528,10 +592,10 @@ def compile_times():
 def targets(rows, ceiling, impl="numba"):
     """The targets, measured (docs/perf.md): small-tier geometric mean, worst shape, forward rate, memory."""
     key, by_min = f"speedup_vs_{PEER}", f"speedup_vs_{PEER}_by_min"
-    gated, best_peer = gated_targets(rows, impl), best_peer_targets(rows, impl)
+    gated, best_peer, small_b = gated_targets(rows, impl), best_peer_targets(rows, impl), small_b_targets(rows, impl)
     ours = [r for r in rows if not r.get("skipped") and r["impl"] == impl and r["group"] not in CELL_OF_GROUP]
     if not ours:
-        return {k: v for k, v in (("gated", gated), ("best_peer", best_peer)) if v}
+        return {k: v for k, v in (("gated", gated), ("best_peer", best_peer), ("small_b_chain", small_b)) if v}
     fb = [r for r in ours if r["pass"] == "forward+backward"]
     small = [r for r in fb if r["H"] <= SMALL_TIER["H_max"] and r["B"] <= SMALL_TIER["B_max"]]
     worst = min(ours, key=lambda r: r[key])
@@ -555,7 +619,31 @@ def targets(rows, ceiling, impl="numba"):
                                         for r in fb},
         "gated": gated,
         "best_peer": best_peer,
+        "small_b_chain": small_b,
     }
+
+
+def small_b_targets(rows, impl="numba"):
+    """Over the forward shapes with B ≤ SMALL_B["B_max"] (every cell): the chain's rate as a fraction of the
+    L2-resident FMA peak at the same B (rows' fraction_of_l2_peak), worst (and its shape), median and how many reach
+    SMALL_B["fraction"]; {} where none was measured."""
+    ups = [r for r in rows if not r.get("skipped") and r["impl"] == impl and "fraction_of_l2_peak" in r]
+    if not ups:
+        return {}
+    worst = min(ups, key=lambda r: r["fraction_of_l2_peak"])
+    return {"worst": worst["fraction_of_l2_peak"], "worst_shape": _shape_name(worst),
+            "median": statistics.median(r["fraction_of_l2_peak"] for r in ups), "shapes": len(ups),
+            "reached": sum(r["fraction_of_l2_peak"] >= SMALL_B["fraction"] for r in ups)}
+
+
+def small_b_lines(small_b, l2_peaks):
+    """Markdown bullet of the small-B chain target."""
+    peaks = ", ".join(f"B={B}: {gflops:.0f}" for B, gflops in l2_peaks.items())
+    return [f"- the chain at B ≤ {SMALL_B['B_max']} (its method timed alone, every cell) over the "
+            f"L2-resident FMA peak at the same B ({peaks} GFLOP/s: the tiles' product of B rows by "
+            f"{L2_PEAK_K}×{L2_PEAK_UNITS} weights per thread, all threads): worst **{small_b['worst']:.0%}** at "
+            f"{small_b['worst_shape']} (target ≥ {SMALL_B['fraction']:.0%}, within 2×), median "
+            f"{small_b['median']:.0%}; ≥ {SMALL_B['fraction']:.0%} on {small_b['reached']} of {small_b['shapes']}"]
 
 
 def best_peer_targets(rows, impl="numba"):
@@ -708,6 +796,9 @@ def markdown(result):
         lines += ["", "## Targets over the fastest peer (numba)", ""] + best_peer_lines(t["best_peer"])
     if t.get("gated"):
         lines += ["", "## Targets of the gated cells (numba)", ""] + gated_target_lines(t["gated"])
+    if t.get("small_b_chain"):
+        lines += ["", "## Target of the small-B chain (numba)", ""] + small_b_lines(
+            t["small_b_chain"], result.get("l2_fma_peak_gflops", {}))
     if t.get("small_tier_shapes") is not None:
         frac = t["forward_fraction_of_sgemm_H1024_B64"]
         frac_all = t["forward_all_flops_fraction_H1024_B64"]
@@ -748,10 +839,11 @@ def markdown(result):
                      f"{comp['cold']['process_s']:.1f} s, warm {comp['warm']['process_s']:.1f} s.")
     others = [n for n in timed_peers if n != PEER]
     lines += ["", "## Every shape", "",
-              "| group | H | B | T | pass | torch ms | " + "".join(f"{n} ms | " for n in others) + "fastest peer | "
+              "| group | H | B | T | pass | torch ms | " + "".join(f"{n} ms | " for n in others)
+              + "fastest peer | its share of the FMA peak | "
               + " | ".join(f"{i} ms | {i} µs/step | {i} over torch | {i} over fastest peer" for i in impls)
               + " | numba rec. GFLOP/s | of sgemm | numba working / states | numba path |",
-              "|---|---|---|---|---|---|" + "---|" * len(others) + "---|" + "---|---|---|---|" * len(impls)
+              "|---|---|---|---|---|---|" + "---|" * len(others) + "---|---|" + "---|---|---|---|" * len(impls)
               + "---|---|---|---|"]
     index = {(r["group"], r["H"], r["B"], r["T"], r["pass"], r["impl"]): r for r in rows}
     for shape in dict.fromkeys(_shape_pass(r) for r in rows):
@@ -767,8 +859,10 @@ def markdown(result):
                         if r and "best_peer" in r), "")
         extra = (f"{nb['gflops_recurrent']:.1f} | {nb['fraction_of_ceiling']:.0%} | "
                  f"{_working(nb):.2f} | {nb.get('path', '')}" if nb else " | | | ")
+        share = (index.get(shape + (fastest,)) or {}).get("fraction_of_fma_peak")
         lines.append(f"| {' | '.join(map(str, shape))} | " + " | ".join(peer_ms) + f" | "
-                     f"{fastest} | " + " | ".join(cells) + f" | {extra} |")
+                     f"{fastest} | {'' if share is None else format(share, '.0%')} | " + " | ".join(cells)
+                     + f" | {extra} |")
     skipped = [r for r in result["rows"] if r.get("skipped")]
     if skipped:
         lines += ["", "Skipped: " + ", ".join(f"{r['group']} H={r['H']} B={r['B']} T={r['T']} ({r['skipped']})"
@@ -812,6 +906,9 @@ def target_lines(results):
                   "run: " + simple("forward_chain_fraction_H1024_B64", ".0%", TARGETS["forward_chain_fraction"]),
                   f"- forward+backward working memory beyond the returned arrays: median {memory} copies of the "
                   "states (T·B·H)"]
+    if any(t.get("small_b_chain") for t in ts):
+        lines.append(f"- the chain at B ≤ {SMALL_B['B_max']} over the L2-resident FMA peak at the same B, worst shape: "
+                     + measured([t.get("small_b_chain", {}).get("worst") for t in ts], ".0%", SMALL_B["fraction"]))
     for label, name, goal in (("fwd", "forward", "forward_geomean"),
                               ("fwd_bwd", "forward+backward", "fwd_bwd_geomean")):
         best = [t.get("best_peer", {}).get(label) or {} for t in ts]

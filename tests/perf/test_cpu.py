@@ -52,6 +52,13 @@ def test_cpu_suite_times_every_backend_against_torch(tmp_path, monkeypatch):
     assert result["machine"]["torch_threads"] == result["machine"]["numba_threads"] == 1
     assert result["sgemm_gflops_by_n"]["before"]                          # measured on the pinned thread
     assert all(0 < r["fraction_of_fma_peak"] < 1 for r in rows) and result["fma_peak_gflops"] > 0
+    assert set(result["l2_fma_peak_gflops"]) == {"1", "3", "4"}                  # every toy B is ≤ 8
+    for r in (r for r in numba_rows if r["pass"] == "forward"):                 # the chain timed alone
+        flops = 2 * r["B"] * r["H"] ** 2 * r["T"]
+        assert r["gflops_chain_alone"] == pytest.approx(flops / (r["chain_ms"] * 1e-3) / 1e9)
+        assert r["fraction_of_l2_peak"] == pytest.approx(r["gflops_chain_alone"]
+                                                         / result["l2_fma_peak_gflops"][str(r["B"])])
+    assert t["small_b_chain"]["shapes"] == 3 and "## Target of the small-B chain (numba)" in table
 
 
 def test_groups_select_part_of_the_grid_and_unknown_ones_are_refused(tmp_path, monkeypatch):
@@ -222,6 +229,19 @@ def test_fma_peak_passes_the_sgemm_rate_and_bounds_the_speedup_over_the_fastest_
     assert cpu.peak_bound(rows, {"torch", "jax"}) == {("training", 8, 2, 3, "forward"): 2.0}
     assert cpu.peak_bound(rows, {"torch"}) == {("training", 8, 2, 3, "forward"): 4.0}
     assert cpu.peak_bound(rows[1:], {"torch"}) == {}                            # numba not timed there
+
+
+def test_small_b_target_takes_the_worst_chain_against_the_l2_peak_of_its_batch():
+    """Eight rows reuse each weight eight times, so their L2-resident rate passes one row's; the target reports the
+    worst chain's share of the peak at its own B and counts the shapes within 2×."""
+    assert cpu.l2_fma_peak_gflops(1, 8) > cpu.l2_fma_peak_gflops(1, 1) > 0
+    shape = {"H": 8, "T": 3, "pass": "forward"}
+    rows = [{"group": "latency", "B": 1, "impl": "numba", "fraction_of_l2_peak": 0.3, **shape},
+            {"group": "training", "B": 8, "impl": "numba", "fraction_of_l2_peak": 0.7, **shape},
+            {"group": "training", "B": 8, "impl": "torch", "fraction_of_fma_peak": 0.9, **shape}]
+    t = cpu.small_b_targets(rows)
+    assert (t["worst"], t["worst_shape"], t["shapes"], t["reached"]) == (0.3, "latency H=8 B=1 T=3", 2, 1)
+    assert cpu.small_b_targets(rows[2:]) == {}
 
 
 def test_threads_pins_the_process_to_that_many_cores():
