@@ -205,6 +205,7 @@ def _run_suite(args):
     for group, H, B, T, cell, p in _problems(args, rows):
         x_rows, projected = p["x"].reshape(T * B, H), np.empty((T * B, p["w_x"].shape[1]), dtype=args.dtype)
         input_gemm = functools.partial(np.matmul, x_rows, p["w_x"], out=projected)   # X·W_X: the non-sequential part
+        busy_wait(SETTLE_S)                     # the previous shape's last peer may still spin on both cores
         input_gemm_ms, _ = runner.time_calls(input_gemm, warmup, repeats, budget)
         impls = {name: contract_passes(backend, p, cell) for name, backend in names_and_backends.items()
                  if cell in backend.capabilities}
