@@ -205,6 +205,7 @@ def _run_suite(args):
     for group, H, B, T, cell, p in _problems(args, rows):
         x_rows, projected = p["x"].reshape(T * B, H), np.empty((T * B, p["w_x"].shape[1]), dtype=args.dtype)
         input_gemm = functools.partial(np.matmul, x_rows, p["w_x"], out=projected)   # X·W_X: the non-sequential part
+        work = T * B * GATES[cell] * H * H                                    # the chain's multiply-adds per forward
         busy_wait(SETTLE_S)                     # the previous shape's last peer may still spin on both cores
         input_gemm_ms, _ = runner.time_calls(input_gemm, warmup, repeats, budget)
         impls = {name: contract_passes(backend, p, cell) for name, backend in names_and_backends.items()
@@ -230,8 +231,7 @@ def _run_suite(args):
                 row["peak_bytes"], row["returned_bytes"] = _peak_bytes(calls[(impl, pass_name)])
                 if pass_name == "forward":                        # the chain alone: forward minus X·W_X
                     row["input_gemm_ms"] = input_gemm_ms
-                    row["gflops_chain"] = (2 * B * H * GATES[cell] * H * T
-                                           / (max(ms - input_gemm_ms, 1e-6) * 1e-3) / 1e9)
+                    row["gflops_chain"] = 2 * work / (max(ms - input_gemm_ms, 1e-6) * 1e-3) / 1e9
                 backend = names_and_backends[impl]
                 path = getattr(backend.impl, "path", None)
                 if path is None:
@@ -239,12 +239,12 @@ def _run_suite(args):
                     continue
                 if pass_name == "forward":          # the peer timed last may still spin: a busy core to idle_cores()
                     busy_wait(SETTLE_S)
-                with backend._threads(T * B * GATES[cell] * H * H):              # as inside the call (BLAS held)
+                with backend._threads(work):                                     # as inside the call (BLAS held)
                     row["path"] = path(T, B, H) if cell == "rnn" else path(T, B, H, cell)
                     if pass_name == "forward" and B <= SMALL_B["B_max"] and impl == "numba":
                         row["chain_ms"] = runner.time_calls(chain_call(backend.impl, p, cell), warmup, repeats,
                                                             budget)[0]
-                        row["gflops_chain_alone"] = 2 * B * H * GATES[cell] * H * T / (row["chain_ms"] * 1e-3) / 1e9
+                        row["gflops_chain_alone"] = 2 * work / (row["chain_ms"] * 1e-3) / 1e9
         _add_speedups(shape_rows)
         rows += shape_rows
         print(f"[cpu] {group} H={H} B={B} T={T}: " + ", ".join(
@@ -253,9 +253,8 @@ def _run_suite(args):
     ceiling_after, ceiling_by_n_after = runner.sgemm_gflops(dtype=args.dtype)   # the load may have changed
     ceiling = max(ceiling, ceiling_after)
     peak = fma_peak_gflops(args.threads, args.dtype)
-    small_b = sorted({r["B"] for r in rows if "gflops_chain_alone" in r})
-    l2_peaks = {B: l2_fma_peak_gflops(args.threads, B, args.dtype) for B in small_b} if "numba" in names_and_backends \
-        else {}
+    l2_peaks = {B: l2_fma_peak_gflops(args.threads, B, args.dtype)           # the Bs of the chains timed alone
+                for B in sorted({r["B"] for r in rows if "gflops_chain_alone" in r})}
     for row in rows:
         if not row.get("skipped"):
             row["fraction_of_ceiling"] = row["gflops_recurrent"] / ceiling
